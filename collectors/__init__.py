@@ -1,0 +1,1 @@
+"""Telemetry sources and the store (the only package that speaks SQL)."""

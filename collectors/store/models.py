@@ -1,0 +1,178 @@
+"""ORM models: the schema as Python. Migrations in `migrations/versions/` must agree with it.
+
+Types stay portable (any SQLAlchemy backend): JSON via `sqlalchemy.JSON`, text via `Text`, and
+datetimes through `UTCDateTime`, which hides SQLite's lack of a timezone-aware type.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+#: Named constraints, so batch migrations on SQLite (table copy) can address them later.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+NAME_LEN = 255
+SHORT_LEN = 64
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in, timezone-aware UTC out, on every backend.
+
+    SQLite has no timezone-aware type, so there the value is stored as naive UTC and marked
+    UTC again on read; backends with `timestamptz` get the aware value as is. Naive input is
+    refused: guessing its zone would silently shift times.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given; pass a timezone-aware one")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+        list[str]: JSON(),
+        str: String(NAME_LEN),
+    }
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(unique=True)
+    address: Mapped[str]
+    port: Mapped[int | None]
+    groups: Mapped[list[str]]
+    roles: Mapped[list[str]]
+    expected_gpus: Mapped[int | None]
+    first_seen: Mapped[datetime]
+    #: last time facts were recorded for the node (None: never)
+    last_seen: Mapped[datetime | None]
+    #: when the gpus rows were last replaced from a `gpus` fact family (None: never collected)
+    gpus_collected_at: Mapped[datetime | None]
+    retired: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    gpus: Mapped[list[Gpu]] = relationship(
+        back_populates="node", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Gpu(Base):
+    __tablename__ = "gpus"
+    __table_args__ = (UniqueConstraint("node_id", "index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    index: Mapped[int]
+    uuid: Mapped[str | None] = mapped_column(String(NAME_LEN), index=True)
+    name: Mapped[str | None]
+    pci_bus_id: Mapped[str | None] = mapped_column(String(SHORT_LEN))
+    memory_total_mib: Mapped[int | None]
+    driver_version: Mapped[str | None] = mapped_column(String(SHORT_LEN))
+    serial: Mapped[str | None] = mapped_column(String(SHORT_LEN))
+    vbios_version: Mapped[str | None] = mapped_column(String(SHORT_LEN))
+    updated_at: Mapped[datetime]
+
+    node: Mapped[Node] = relationship(back_populates="gpus")
+
+
+class FactSnapshotRow(Base):
+    __tablename__ = "fact_snapshots"
+    __table_args__ = (Index(None, "node_id", "collected_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    collected_at: Mapped[datetime]
+    facts: Mapped[dict[str, Any]]
+    problems: Mapped[dict[str, Any]]
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    # AUTOINCREMENT on SQLite: run ids are never reused, even after old runs are pruned.
+    __table_args__ = (Index(None, "started_at"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(SHORT_LEN))
+    command: Mapped[str | None] = mapped_column(Text)
+    selection: Mapped[str | None] = mapped_column(Text)
+    options: Mapped[dict[str, Any]]
+    #: the hosts the run was started on, so silent hosts of an interrupted run stay visible
+    hosts: Mapped[list[str]]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16))
+    recap: Mapped[dict[str, Any]]
+
+    results: Mapped[list[RunResult]] = relationship(
+        back_populates="run",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="RunResult.host",
+    )
+
+
+class RunResult(Base):
+    __tablename__ = "run_results"
+    __table_args__ = (
+        UniqueConstraint("run_id", "host"),
+        Index(None, "run_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    host: Mapped[str]
+    status: Mapped[str] = mapped_column(String(16))
+    exit_status: Mapped[int | None]
+    stdout: Mapped[str] = mapped_column(Text)
+    stderr: Mapped[str] = mapped_column(Text)
+    duration_s: Mapped[float] = mapped_column(Float)
+    error_kind: Mapped[str | None] = mapped_column(String(SHORT_LEN))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    finished_at: Mapped[datetime]
+
+    run: Mapped[Run] = relationship(back_populates="results")

@@ -1,0 +1,560 @@
+"""The store: fleet inventory, fact snapshots and run history behind one small typed API.
+
+Every public method opens one short session and returns plain records, so the fan-out can call
+`record_result` from many threads and nothing ORM-shaped leaks out. Every database or
+migration failure leaves as `StoreError` naming the (password-masked) URL, never a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import UTC, datetime
+from itertools import pairwise
+from types import TracebackType
+from typing import Any, Final
+
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
+from sqlalchemy import Engine, delete, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from agentctl.ctl.errors import StoreError  # type: ignore[import-not-found, unused-ignore]
+
+from .engine import (
+    BEGIN_MODE_OPTION,
+    ForeignKeyViolation,
+    create_store_engine,
+    current_revision,
+    display_url,
+    ensure_sqlite_dir,
+    is_sqlite_memory,
+    sqlite_file,
+    upgrade_to_head,
+)
+from .models import NAME_LEN, SHORT_LEN, FactSnapshotRow, Gpu, Node, Run, RunResult
+from .records import (
+    RESULT_STATUSES,
+    RUN_STATUSES,
+    FactSnapshot,
+    HostResult,
+    NodeRecord,
+    NodeView,
+    RunRecord,
+)
+
+DEFAULT_OUTPUT_CAP: Final = 64 * 1024
+CUT_MARKER: Final = "\n[... {n} bytes cut ...]\n"
+REDACTED: Final = "***"
+
+#: option keys (split on non-alphanumerics) that name a secret; values are never stored
+_SECRET_WORDS: Final = frozenset(
+    {"password", "passwd", "pass", "passphrase", "secret", "token", "credential", "credentials"}
+)
+_SECRET_PAIRS: Final = frozenset({("api", "key"), ("private", "key"), ("access", "key")})
+
+_DB_ERRORS: Final = (SQLAlchemyError, CommandError, RevisionError, ForeignKeyViolation)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def bound_text(text: str, cap: int) -> str:
+    """`text` cut to at most `cap` UTF-8 bytes, keeping head and tail around a marker.
+
+    Both ends matter for command output: the head says what ran, the tail how it ended. Also
+    makes the text storable anywhere: NUL (refused by PostgreSQL) and lone surrogates (from
+    undecodable bytes) are replaced.
+    """
+    data = text.replace("\x00", "\ufffd").encode("utf-8", errors="replace")
+    if len(data) <= cap:
+        return data.decode("utf-8")
+    budget = cap - len(CUT_MARKER.format(n=len(data)).encode())
+    if budget <= 0:  # no room for a marker: keep what fits of the head
+        return data[:cap].decode("utf-8", errors="ignore")
+    head_len = budget // 2
+    # "ignore" drops only the character split by each cut
+    head = data[:head_len].decode("utf-8", errors="ignore")
+    tail = data[len(data) - (budget - head_len) :].decode("utf-8", errors="ignore")
+    cut = len(data) - len(head.encode()) - len(tail.encode())
+    return head + CUT_MARKER.format(n=cut) + tail
+
+
+def _is_secret_key(key: str) -> bool:
+    words = [w for w in re.split(r"[^a-z0-9]+", key.lower()) if w]
+    return any(w in _SECRET_WORDS for w in words) or any(
+        pair in _SECRET_PAIRS for pair in pairwise(words)
+    )
+
+
+def redact(value: Any) -> Any:
+    """A copy of `value` with the values of secret-looking keys replaced, at any depth."""
+    if isinstance(value, Mapping):
+        return {str(k): REDACTED if _is_secret_key(str(k)) else redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
+_HINTS: Final = (
+    ("file is not a database", "the file is not an agentctl database or is corrupt; move it aside"),
+    ("unable to open database file", "check that the directory exists and is writable"),
+    ("readonly database", "the database file or its directory is read-only"),
+    ("database is locked", "another process held the write lock too long; retry"),
+    ("can't locate revision", "the database was migrated by a newer agentctl; upgrade agentctl"),
+    ("no module named", "install the database driver this URL names"),
+    ("can't load plugin", "the URL names an unknown database backend"),
+)
+
+
+def _reason(exc: BaseException) -> str:
+    """The underlying cause in one line, without SQL text or row values."""
+    orig = getattr(exc, "orig", None)
+    source = orig if isinstance(orig, BaseException) else exc
+    text = str(source).strip().split("\n", 1)[0]
+    return text or type(source).__name__
+
+
+def store_error(display: str, action: str, exc: BaseException) -> StoreError:
+    reason = _reason(exc)
+    lowered = reason.lower()
+    hint = next((h for needle, h in _HINTS if needle in lowered), None)
+    return StoreError(f"store {display}: {action} failed: {reason}", hint=hint)
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    match = re.match(r"\s*(-?\d+)", str(value))
+    return int(match.group(1)) if match else None
+
+
+def _as_str(value: Any, max_len: int) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text[:max_len] or None
+
+
+def gpu_rows(facts: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """Rows for the gpus table from facts["gpus"]["gpus"], or None if GPUs were not collected.
+
+    Tolerant by design (facts come from many driver versions): a missing key becomes NULL, a
+    missing index becomes the list position, and a repeated index keeps the last entry.
+    """
+    family = facts.get("gpus")
+    if not isinstance(family, Mapping):
+        return None
+    items = family.get("gpus")
+    if not isinstance(items, list):
+        return None
+    rows: dict[int, dict[str, Any]] = {}
+    for position, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            continue
+        index = _as_int(item.get("index"))
+        index = position if index is None else index
+        rows[index] = {
+            "index": index,
+            "uuid": _as_str(item.get("uuid"), NAME_LEN),
+            "name": _as_str(item.get("name"), NAME_LEN),
+            "pci_bus_id": _as_str(item.get("pci_bus_id"), SHORT_LEN),
+            "memory_total_mib": _as_int(item.get("memory_total_mib")),
+            "driver_version": _as_str(item.get("driver_version"), SHORT_LEN),
+            "serial": _as_str(item.get("serial"), SHORT_LEN),
+            "vbios_version": _as_str(item.get("vbios_version"), SHORT_LEN),
+        }
+    return [rows[i] for i in sorted(rows)]
+
+
+def _require_aware(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware, got naive {value.isoformat()}")
+    return value.astimezone(UTC)
+
+
+def _host_result(row: RunResult) -> HostResult:
+    return HostResult(
+        host=row.host,
+        status=row.status,
+        exit_status=row.exit_status,
+        stdout=row.stdout,
+        stderr=row.stderr,
+        duration_s=row.duration_s,
+        error_kind=row.error_kind,
+        error_message=row.error_message,
+        attempts=row.attempts,
+    )
+
+
+def _run_record(run: Run) -> RunRecord:
+    return RunRecord(
+        id=run.id,
+        kind=run.kind,
+        command=run.command,
+        selection=run.selection,
+        options=dict(run.options or {}),
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        status=run.status,
+        recap=dict(run.recap or {}),
+        results=tuple(_host_result(r) for r in run.results),
+        hosts=tuple(run.hosts or ()),
+    )
+
+
+class Store:
+    """Handle on one database; thread-safe, cheap per call. Build it with `Store.open`."""
+
+    def __init__(self, engine: Engine, *, display: str, output_cap: int) -> None:
+        self._engine = engine
+        self._display = display
+        self.output_cap = output_cap
+        sqlite = engine.dialect.name == "sqlite"
+        self._readers = sessionmaker(bind=engine)
+        # writers take SQLite's write lock at BEGIN (see engine.py); a no-op option elsewhere
+        self._writers = sessionmaker(
+            bind=engine.execution_options(**{BEGIN_MODE_OPTION: "IMMEDIATE"})
+        )
+        # One process, one writer at a time: threads queue here instead of in busy_timeout.
+        self._write_lock: AbstractContextManager[Any] = (
+            threading.Lock() if sqlite else nullcontext()
+        )
+        # An in-memory database is a single shared connection: everything must queue.
+        self._read_lock = self._write_lock if is_sqlite_memory(engine.url) else nullcontext()
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str, *, output_cap: int = DEFAULT_OUTPUT_CAP) -> Store:
+        """Connect, create a SQLite file's directory if needed, and migrate to head."""
+        if output_cap < 1:
+            raise ValueError("output_cap must be at least 1 byte")
+        display = display_url(url)
+        try:
+            parsed = make_url(url)
+        except (ArgumentError, ValueError):
+            # no chaining: the parser's message would echo the URL, password included
+            raise StoreError(
+                f"not a valid database URL: {display}",
+                hint="use e.g. sqlite:////path/to/agentctl.db or postgresql+psycopg://...",
+            ) from None
+        try:
+            ensure_sqlite_dir(parsed)
+        except OSError as exc:
+            path = sqlite_file(parsed)
+            where = f" {path.parent}" if path is not None else ""
+            raise StoreError(
+                f"store {display}: cannot create directory{where}: {exc.strerror or exc}",
+                hint="choose a data directory you can write to",
+            ) from exc
+        engine: Engine | None = None
+        try:
+            engine = create_store_engine(parsed)
+            upgrade_to_head(engine)
+        except (*_DB_ERRORS, ImportError, OSError) as exc:
+            if engine is not None:
+                engine.dispose()
+            raise store_error(display, "opening the database", exc) from exc
+        return cls(engine, display=display, output_cap=output_cap)
+
+    def close(self) -> None:
+        """Close pooled connections; the store is unusable afterwards."""
+        self._closed = True
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self._display!r})"
+
+    @contextmanager
+    def _session(self, action: str, *, write: bool = False) -> Iterator[Session]:
+        """One transaction, committed on success; database errors become StoreError."""
+        if self._closed:
+            raise StoreError(f"store {self._display}: {action} failed: the store is closed")
+        lock = self._write_lock if write else self._read_lock
+        maker = self._writers if write else self._readers
+        try:
+            with lock, maker.begin() as session:
+                yield session
+        except _DB_ERRORS as exc:
+            raise store_error(self._display, action, exc) from exc
+
+    def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at."""
+        with self._session("reading the schema revision") as session:
+            return current_revision(session.connection())
+
+    # -- nodes and facts -------------------------------------------------------------------
+
+    def upsert_nodes(self, nodes: Iterable[NodeRecord]) -> None:
+        """Insert or update nodes by name (idempotent); an upserted node is un-retired."""
+        wanted = {n.name: n for n in nodes}
+        if not wanted:
+            return
+        now = utcnow()
+        with self._session("saving nodes", write=True) as session:
+            # all rows, not IN (...): one bind per name would hit old SQLite's 999-variable cap
+            existing = {n.name: n for n in session.scalars(select(Node))}
+            for name, rec in wanted.items():
+                node = existing.get(name)
+                if node is None:
+                    node = Node(name=name, first_seen=now, last_seen=None, retired=False)
+                    session.add(node)
+                node.address = rec.address
+                node.port = rec.port
+                node.groups = list(rec.groups)
+                node.roles = list(rec.roles)
+                node.expected_gpus = rec.expected_gpus
+                node.retired = False
+
+    def record_facts(
+        self,
+        node: str,
+        facts: dict[str, Any],
+        problems: dict[str, Any],
+        collected_at: datetime | None = None,
+    ) -> int:
+        """Store one fact snapshot and refresh the node's GPU rows; returns the snapshot id.
+
+        An unknown node is created (address = name) so ad-hoc targets keep their history.
+        GPU rows are replaced only when the snapshot carries a `gpus` family and is not older
+        than the one they came from, so a partial or late collection never erases newer data.
+        """
+        when = utcnow() if collected_at is None else _require_aware(collected_at, "collected_at")
+        gpus = gpu_rows(facts)
+        with self._session(f"recording facts for {node}", write=True) as session:
+            row = session.scalars(select(Node).where(Node.name == node)).one_or_none()
+            if row is None:
+                row = Node(
+                    name=node,
+                    address=node,
+                    port=None,
+                    groups=[],
+                    roles=[],
+                    expected_gpus=None,
+                    first_seen=when,
+                    retired=False,
+                )
+                session.add(row)
+                session.flush()
+            snapshot = FactSnapshotRow(
+                node_id=row.id, collected_at=when, facts=facts, problems=problems or {}
+            )
+            session.add(snapshot)
+            if row.last_seen is None or when > row.last_seen:
+                row.last_seen = when
+            if gpus is not None and (
+                row.gpus_collected_at is None or when >= row.gpus_collected_at
+            ):
+                session.execute(delete(Gpu).where(Gpu.node_id == row.id))
+                session.add_all(Gpu(node_id=row.id, updated_at=when, **g) for g in gpus)
+                row.gpus_collected_at = when
+            session.flush()
+            return snapshot.id
+
+    def latest_facts(self, node: str) -> FactSnapshot | None:
+        """The newest snapshot for `node` (by collection time), or None."""
+        with self._session(f"reading facts for {node}") as session:
+            snap = session.scalars(
+                select(FactSnapshotRow)
+                .join(Node, Node.id == FactSnapshotRow.node_id)
+                .where(Node.name == node)
+                .order_by(FactSnapshotRow.collected_at.desc(), FactSnapshotRow.id.desc())
+                .limit(1)
+            ).one_or_none()
+            if snap is None:
+                return None
+            return FactSnapshot(
+                node=node,
+                collected_at=snap.collected_at,
+                facts=dict(snap.facts or {}),
+                problems=dict(snap.problems or {}),
+            )
+
+    def list_nodes(self) -> list[NodeView]:
+        """Every non-retired node, by name, with a summary of its latest facts and GPUs."""
+        latest_id = (
+            select(FactSnapshotRow.id)
+            .where(FactSnapshotRow.node_id == Node.id)
+            .order_by(FactSnapshotRow.collected_at.desc(), FactSnapshotRow.id.desc())
+            .limit(1)
+            .correlate(Node)
+            .scalar_subquery()
+        )
+        # extracted in SQL: whole fact documents can be large, the summary needs two strings
+        os_name = FactSnapshotRow.facts[("os", "pretty_name")].as_string()
+        kernel = FactSnapshotRow.facts[("kernel", "release")].as_string()
+        with self._session("listing nodes") as session:
+            rows = session.execute(
+                select(Node, os_name, kernel)
+                .outerjoin(FactSnapshotRow, FactSnapshotRow.id == latest_id)
+                .where(Node.retired.is_(False))
+                .order_by(Node.name)
+            ).all()
+            gpus: dict[int, list[tuple[str | None, str | None]]] = {}
+            for node_id, name, driver in session.execute(
+                select(Gpu.node_id, Gpu.name, Gpu.driver_version).order_by(Gpu.node_id, Gpu.index)
+            ):
+                gpus.setdefault(node_id, []).append((name, driver))
+            views = []
+            for node, os_value, kernel_value in rows:
+                node_gpus = gpus.get(node.id, [])
+                collected = node.gpus_collected_at is not None
+                views.append(
+                    NodeView(
+                        name=node.name,
+                        address=node.address,
+                        port=node.port,
+                        groups=tuple(node.groups or ()),
+                        roles=tuple(node.roles or ()),
+                        expected_gpus=node.expected_gpus,
+                        last_seen=node.last_seen,
+                        os=None if os_value is None else str(os_value),
+                        kernel=None if kernel_value is None else str(kernel_value),
+                        gpu_count=len(node_gpus) if collected else None,
+                        gpu_names=tuple(n for n, _ in node_gpus if n),
+                        driver_version=next((d for _, d in node_gpus if d), None),
+                    )
+                )
+            return views
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        kind: str,
+        *,
+        command: str | None,
+        selection: str | None,
+        hosts: Sequence[str],
+        options: dict[str, Any],
+    ) -> int:
+        """Open a run in status "running"; secret-looking option values are not stored."""
+        if not kind:
+            raise ValueError("run kind must not be empty")
+        with self._session("starting a run", write=True) as session:
+            run = Run(
+                kind=kind,
+                command=command,
+                selection=selection,
+                options=redact(options),
+                hosts=list(hosts),
+                started_at=utcnow(),
+                finished_at=None,
+                status="running",
+                recap={},
+            )
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def record_result(self, run_id: int, result: HostResult) -> None:
+        """Save one host's result; a later call for the same host (a retry) replaces it."""
+        if result.status not in RESULT_STATUSES:
+            raise ValueError(
+                f"result status {result.status!r} is not one of {sorted(RESULT_STATUSES)}"
+            )
+        values: dict[str, Any] = {
+            "status": result.status,
+            "exit_status": result.exit_status,
+            "stdout": bound_text(result.stdout, self.output_cap),
+            "stderr": bound_text(result.stderr, self.output_cap),
+            "duration_s": float(result.duration_s),
+            "error_kind": result.error_kind,
+            "error_message": None
+            if result.error_message is None
+            else bound_text(result.error_message, self.output_cap),
+            "attempts": result.attempts,
+            "finished_at": utcnow(),
+        }
+        action = f"recording the result of {result.host} in run {run_id}"
+        # Two tries: on servers without our SQLite lock, a concurrent insert of the same host
+        # loses the unique race once, then finds the row and updates it.
+        for attempt in (1, 2):
+            try:
+                with self._session(action, write=True) as session:
+                    if session.get(Run, run_id) is None:
+                        raise StoreError(f"store {self._display}: {action} failed: no such run")
+                    row = session.scalars(
+                        select(RunResult).where(
+                            RunResult.run_id == run_id, RunResult.host == result.host
+                        )
+                    ).one_or_none()
+                    if row is None:
+                        session.add(RunResult(run_id=run_id, host=result.host, **values))
+                    else:
+                        for key, value in values.items():
+                            setattr(row, key, value)
+                return
+            except StoreError as exc:
+                if attempt == 2 or not isinstance(exc.__cause__, IntegrityError):
+                    raise
+
+    def finish_run(self, run_id: int, *, status: str, recap: dict[str, Any]) -> None:
+        """Close a run with its final status and recap (counts per status, timings...)."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status {status!r} is not one of {sorted(RUN_STATUSES)}")
+        action = f"finishing run {run_id}"
+        with self._session(action, write=True) as session:
+            run = session.get(Run, run_id)
+            if run is None:
+                raise StoreError(f"store {self._display}: {action} failed: no such run")
+            run.status = status
+            run.recap = recap
+            run.finished_at = utcnow()
+
+    def get_run(self, run_id: int) -> RunRecord | None:
+        with self._session(f"reading run {run_id}") as session:
+            run = session.get(Run, run_id, options=[selectinload(Run.results)])
+            return None if run is None else _run_record(run)
+
+    def last_run_id(self) -> int | None:
+        with self._session("reading the last run") as session:
+            return session.scalar(select(func.max(Run.id)))
+
+    def list_runs(self, limit: int = 20) -> list[RunRecord]:
+        """The `limit` newest runs, newest first, each with its results."""
+        if limit <= 0:
+            return []
+        with self._session("listing runs") as session:
+            runs = session.scalars(
+                select(Run).order_by(Run.id.desc()).limit(limit).options(selectinload(Run.results))
+            ).all()
+            return [_run_record(r) for r in runs]
+
+    def hosts_with_status(
+        self, run_id: int, statuses: Collection[str] = ("failed", "unreachable")
+    ) -> list[str]:
+        """Hosts of a run whose result is in `statuses`, sorted (e.g. to retry the failed)."""
+        wanted = [statuses] if isinstance(statuses, str) else list(statuses)
+        if not wanted:
+            return []
+        with self._session(f"reading hosts of run {run_id}") as session:
+            return list(
+                session.scalars(
+                    select(RunResult.host)
+                    .where(RunResult.run_id == run_id, RunResult.status.in_(wanted))
+                    .order_by(RunResult.host)
+                )
+            )

@@ -1,0 +1,122 @@
+"""Where output goes: data on stdout (one JSON document in --json mode), the rest on stderr."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from agentctl.ctl.envelope import dumps, envelope
+from agentctl.ctl.errors import AgentctlError
+from agentctl.ctl.fanout import HostOutcome, Recap, Status
+
+STATUS_STYLE = {
+    Status.OK: "green",
+    Status.CHANGED: "yellow",
+    Status.FAILED: "red",
+    Status.UNREACHABLE: "magenta",
+    Status.SKIPPED: "dim",
+}
+
+
+class Output:
+    def __init__(self, *, json_mode: bool = False, verbose: int = 0) -> None:
+        self.json_mode = json_mode
+        self.verbose = verbose
+        no_color = bool(os.environ.get("NO_COLOR"))
+        self.out = Console(no_color=no_color, highlight=False, soft_wrap=False)
+        self.err = Console(stderr=True, no_color=no_color, highlight=False)
+        self._emitted = False
+
+    @property
+    def interactive(self) -> bool:
+        return not self.json_mode and sys.stdin.isatty() and self.err.is_terminal
+
+    def emit(
+        self,
+        data: Any,
+        *,
+        schema: str,
+        ok: bool = True,
+        errors: Sequence[AgentctlError | dict[str, str]] = (),
+    ) -> None:
+        """The JSON envelope, exactly once per process, and only in --json mode."""
+        if not self.json_mode or self._emitted:
+            return
+        errs = [e.to_dict() if isinstance(e, AgentctlError) else e for e in errors]
+        print(dumps(envelope(data, schema=schema, ok=ok, errors=errs)), flush=True)
+        self._emitted = True
+
+    def info(self, message: str) -> None:
+        if not self.json_mode:
+            self.err.print(message)
+
+    def debug(self, message: str) -> None:
+        if self.verbose and not self.json_mode:
+            self.err.print(f"[dim]{message}[/dim]")
+
+    def warn(self, message: str) -> None:
+        self.err.print(f"[yellow]warning:[/yellow] {message}")
+
+    def error(self, exc: AgentctlError) -> None:
+        self.err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        if exc.hint:
+            self.err.print(f"  hint: {exc.hint}")
+
+    def print(self, renderable: Any) -> None:
+        if not self.json_mode:
+            self.out.print(renderable)
+
+    @contextmanager
+    def progress(self, description: str, total: int) -> Iterator[Any]:
+        """A rich progress bar on stderr; silent in --json mode or when stderr is no terminal."""
+        enabled = not self.json_mode and self.err.is_terminal and total > 1
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.err,
+            transient=True,
+            disable=not enabled,
+        )
+        with progress:
+            task_id = progress.add_task(description, total=total)
+
+            def advance(_outcome: HostOutcome | None = None) -> None:
+                progress.advance(task_id)
+
+            yield advance
+
+
+def recap_table(recap: Recap, *, title: str = "Recap") -> Table:
+    table = Table(title=title, title_justify="left", expand=False)
+    for col in ("host", "status", "exit", "time", "detail"):
+        table.add_column(col, justify="right" if col in ("exit", "time") else "left")
+    for o in recap.outcomes:
+        style = STATUS_STYLE[o.status]
+        detail = o.message or ""
+        if o.error is not None:
+            detail = f"{o.error.kind}: {o.error.message}"
+        exit_status = "" if o.result is None else str(o.result.exit_status)
+        table.add_row(
+            o.host,
+            f"[{style}]{o.status.value}[/{style}]",
+            exit_status,
+            f"{o.duration_s:.2f}s",
+            _one_line(detail, 90),
+        )
+    counts = recap.counts()
+    table.caption = "  ".join(f"[{STATUS_STYLE[Status(k)]}]{k}={v}[/]" for k, v in counts.items())
+    return table
+
+
+def _one_line(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"

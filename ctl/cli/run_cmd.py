@@ -1,0 +1,100 @@
+"""`agentctl run [--sudo] -- CMD ARGS...`: an ad-hoc command on every selected host."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Annotated
+
+import typer
+
+from agentctl.ctl.cli.fanout_cmd import (
+    Batch,
+    Forks,
+    MaxFail,
+    RerunFailed,
+    Timeout,
+    execute,
+    fanout_options,
+    finish,
+    select_hosts,
+)
+from agentctl.ctl.cli.main import state
+from agentctl.ctl.connect import Connections
+from agentctl.ctl.connector import Connector
+from agentctl.ctl.errors import UsageError
+from agentctl.ctl.fanout import Status, TaskOutput
+from agentctl.ctl.inventory import Host
+
+
+def run(
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(help="The command and its arguments, after `--`. Each is quoted."),
+    ] = None,
+    sudo: Annotated[
+        bool, typer.Option("--sudo", help="Run through sudo (non-interactive).")
+    ] = False,
+    become_user: Annotated[
+        str | None, typer.Option("--become-user", help="sudo to this user (default root).")
+    ] = None,
+    timeout: Timeout = None,
+    forks: Forks = None,
+    batch: Batch = None,
+    max_fail_percent: MaxFail = None,
+    rerun_failed: RerunFailed = None,
+) -> None:
+    """Run one command on the selected hosts, in parallel, and record the run."""
+    st = state()
+    argv = list(command or [])
+    if not argv and rerun_failed is not None:
+        previous = st.store().get_run(rerun_failed)
+        if previous is not None and previous.kind == "run":
+            argv = list(previous.options.get("argv", []))
+            sudo = sudo or bool(previous.options.get("sudo"))
+            become_user = become_user or previous.options.get("become_user")
+    if not argv:
+        raise UsageError("no command given: agentctl run [--sudo] -- CMD ARGS...")
+    hosts = select_hosts(st, rerun_failed)
+    conns = Connections(st.settings(), st.inventory())
+    deadline = timeout or st.settings().command_timeout
+
+    def task(conn: Connector, host: Host) -> TaskOutput:
+        become = conns.become_for(host, sudo=sudo, user=become_user)
+        result = conn.run(argv, become=become, timeout=deadline)
+        if result.ok:
+            return TaskOutput(Status.OK, result)
+        message = f"exit {result.exit_status}"
+        if become is not None and "password is required" in result.stderr:
+            message = "sudo needs a password: set sudo_password_env or NOPASSWD"
+        return TaskOutput(Status.FAILED, result, message=message)
+
+    report = execute(
+        st,
+        kind="run",
+        hosts=hosts,
+        task=task,
+        options=fanout_options(st, forks, batch, max_fail_percent),
+        command=shlex.join(argv),
+        run_options={
+            "argv": argv,
+            "sudo": sudo,
+            "become_user": become_user,
+            "rerun_of": rerun_failed,
+        },
+        schema="agentctl.run/1",
+        render=lambda rep: _print_outputs(rep) if not st.json else None,
+    )
+    finish(report)
+
+
+def _print_outputs(report) -> None:  # type: ignore[no-untyped-def]
+    st = state()
+    for o in report.recap.outcomes:
+        if o.result is None:
+            continue
+        style = "green" if o.result.ok else "red"
+        st.output.print(f"[{style}]── {o.host} (exit {o.result.exit_status})[/{style}]")
+        if o.result.stdout:
+            st.output.out.print(o.result.stdout.rstrip("\n"), markup=False, highlight=False)
+        if o.result.stderr and (not o.result.ok or st.verbose):
+            st.output.err.print(o.result.stderr.rstrip("\n"), markup=False, highlight=False)

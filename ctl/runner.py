@@ -1,0 +1,112 @@
+"""Run a task over hosts and record the run, per host, in the store.
+
+This is the seam between the fan-out (which knows nothing of the database) and the store
+(which knows nothing of SSH): a run row is opened first, each host's result is written as it
+finishes (so an interrupted run still keeps what completed), and the recap closes the row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentctl.collectors.store import HostResult, Store
+from agentctl.ctl.connector import Connector
+from agentctl.ctl.fanout import FanOut, FanoutOptions, HostOutcome, Recap, Status, TaskOutput
+from agentctl.ctl.inventory import Host
+
+
+@dataclass
+class RunReport:
+    run_id: int
+    kind: str
+    recap: Recap
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "kind": self.kind,
+            "recap": self.recap.counts(),
+            "aborted": self.recap.aborted,
+            "interrupted": self.recap.interrupted,
+            "hosts": [outcome_dict(o) for o in self.recap.outcomes],
+        }
+
+
+def outcome_dict(o: HostOutcome) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "host": o.host,
+        "status": o.status.value,
+        "attempts": o.attempts,
+        "duration_s": round(o.duration_s, 3),
+    }
+    if o.result is not None:
+        out["exit_status"] = o.result.exit_status
+        out["stdout"] = o.result.stdout
+        out["stderr"] = o.result.stderr
+        if o.result.truncated:
+            out["truncated"] = True
+    if o.error is not None:
+        out["error"] = o.error.to_dict()
+    elif o.message:
+        out["message"] = o.message
+    return out
+
+
+def run_recorded(
+    store: Store,
+    *,
+    kind: str,
+    hosts: Sequence[Host],
+    task: Callable[[Connector, Host], TaskOutput],
+    connect: Callable[[Host], Connector],
+    options: FanoutOptions,
+    command: str | None,
+    selection: str | None,
+    run_options: dict[str, Any],
+    on_done: Callable[[HostOutcome], None] | None = None,
+) -> RunReport:
+    run_id = store.start_run(
+        kind,
+        command=command,
+        selection=selection,
+        hosts=[h.name for h in hosts],
+        options=run_options,
+    )
+
+    def record(outcome: HostOutcome) -> None:
+        store.record_result(run_id, to_host_result(outcome))
+        if on_done is not None:
+            on_done(outcome)
+
+    fan: FanOut[Host] = FanOut(
+        connect, task, name_of=lambda h: h.name, options=options, on_done=record
+    )
+    recap = fan.run(hosts)
+    store.finish_run(run_id, status=run_status(recap), recap=recap.counts())
+    return RunReport(run_id, kind, recap)
+
+
+def run_status(recap: Recap) -> str:
+    if recap.interrupted:
+        return "interrupted"
+    if recap.ok:
+        return "ok"
+    if any(o.status in (Status.OK, Status.CHANGED) for o in recap.outcomes):
+        return "partial"
+    return "failed"
+
+
+def to_host_result(o: HostOutcome) -> HostResult:
+    return HostResult(
+        host=o.host,
+        status=o.status.value,
+        exit_status=o.result.exit_status if o.result else None,
+        stdout=o.result.stdout if o.result else "",
+        stderr=o.result.stderr if o.result else "",
+        duration_s=o.duration_s,
+        error_kind=o.error_kind,
+        error_message=o.error.message if o.error else o.message,
+        attempts=o.attempts,
+    )

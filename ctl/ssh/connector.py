@@ -1,0 +1,193 @@
+"""The SSH implementation of `Connector`: commands with deadlines, sudo, verified SFTP."""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import select
+import shlex
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import paramiko
+
+from agentctl.ctl.connector import (
+    DEFAULT_OUTPUT_CAP,
+    Become,
+    CommandResult,
+    build_command,
+    cap_output,
+)
+from agentctl.ctl.errors import CommandTimeout, TransferError, UnreachableError
+from agentctl.ctl.ssh.known_hosts import KnownHosts
+from agentctl.ctl.ssh.target import Target
+from agentctl.ctl.ssh.transport import ConnectOptions, connect_chain
+
+_CHUNK = 32768
+
+
+class SSHConnector:
+    """One authenticated session (plus its jump hops) to one host; channels per command."""
+
+    def __init__(
+        self,
+        target: Target,
+        known_hosts: KnownHosts,
+        opts: ConnectOptions | None = None,
+        *,
+        default_timeout: float = 300.0,
+        output_cap: int = DEFAULT_OUTPUT_CAP,
+    ) -> None:
+        self.host = target.name
+        self.target = target
+        self.default_timeout = default_timeout
+        self.output_cap = output_cap
+        self._transports = connect_chain(target, known_hosts, opts or ConnectOptions())
+
+    @property
+    def _transport(self) -> paramiko.Transport:
+        return self._transports[-1]
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        become: Become | None = None,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        stdin: bytes | None = None,
+    ) -> CommandResult:
+        command = build_command(argv, become=become, env=env)
+        return self._exec(command, become=become, timeout=timeout, stdin=stdin)
+
+    def run_shell(
+        self, script: str, *, become: Become | None = None, timeout: float | None = None
+    ) -> CommandResult:
+        return self.run(["sh", "-c", script], become=become, timeout=timeout)
+
+    def _exec(
+        self,
+        command: str,
+        *,
+        become: Become | None,
+        timeout: float | None,
+        stdin: bytes | None,
+    ) -> CommandResult:
+        deadline_s = timeout if timeout is not None else self.default_timeout
+        started = time.monotonic()
+        try:
+            chan = self._transport.open_session(timeout=min(deadline_s, 30.0))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise UnreachableError(f"cannot open a session: {exc}", host=self.host) from exc
+        out, err = bytearray(), bytearray()
+        try:
+            chan.exec_command(command)
+            if become is not None and become.password is not None:
+                chan.sendall((become.password + "\n").encode())
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            while True:
+                remaining = deadline_s - (time.monotonic() - started)
+                if remaining <= 0:
+                    raise CommandTimeout(
+                        f"command exceeded its {deadline_s:g}s deadline", host=self.host
+                    )
+                select.select([chan], [], [], min(remaining, 1.0))
+                got = False
+                while chan.recv_ready():
+                    out += chan.recv(_CHUNK)
+                    got = True
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(_CHUNK)
+                    got = True
+                if not got and chan.exit_status_ready() and chan.eof_received:
+                    break
+                if not got and chan.closed:
+                    break
+                if not self._transport.is_active():
+                    raise UnreachableError(
+                        "connection lost while running a command", host=self.host
+                    )
+            status = chan.recv_exit_status()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise UnreachableError(f"connection lost: {exc}", host=self.host) from exc
+        finally:
+            # Closing the channel hangs up the remote command's pipes; a runaway process then
+            # dies on its next write (no pty, so no SIGHUP), which is the best SSH offers.
+            chan.close()
+        stdout, cut_out = cap_output(bytes(out), self.output_cap)
+        stderr, cut_err = cap_output(bytes(err), self.output_cap)
+        return CommandResult(
+            host=self.host,
+            command=command,
+            exit_status=status,
+            stdout=stdout,
+            stderr=stderr,
+            duration_s=time.monotonic() - started,
+            truncated=cut_out or cut_err,
+        )
+
+    def put(self, local: Path, remote: str, *, mode: int | None = None) -> str:
+        """Upload to a temporary name, verify sha256 remotely, then rename into place."""
+        digest = _sha256_file(local)
+        tmp = posixpath.join(posixpath.dirname(remote) or ".", f".agentctl-{uuid.uuid4().hex}.tmp")
+        try:
+            with self._transport.open_sftp_client() as sftp:
+                sftp.put(str(local), tmp)
+                if mode is not None:
+                    sftp.chmod(tmp, mode)
+                remote_digest = self._remote_sha256(sftp, tmp)
+                if remote_digest != digest:
+                    sftp.remove(tmp)
+                    raise TransferError(
+                        f"checksum mismatch uploading {local} to {remote}", host=self.host
+                    )
+                sftp.posix_rename(tmp, remote)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise TransferError(
+                f"upload of {local} to {remote} failed: {exc}", host=self.host
+            ) from exc
+        return digest
+
+    def get(self, remote: str, local: Path) -> str:
+        """Download, then compare the local sha256 with the one computed on the host."""
+        local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._transport.open_sftp_client() as sftp:
+                remote_digest = self._remote_sha256(sftp, remote)
+                sftp.get(remote, str(local))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise TransferError(f"download of {remote} failed: {exc}", host=self.host) from exc
+        digest = _sha256_file(local)
+        if digest != remote_digest:
+            raise TransferError(f"checksum mismatch downloading {remote}", host=self.host)
+        return digest
+
+    def _remote_sha256(self, sftp: paramiko.SFTPClient, path: str) -> str:
+        result = self.run(["sha256sum", "--", path], timeout=120)
+        if result.ok and result.stdout:
+            return result.stdout.split()[0]
+        # No sha256sum on the host: hash the bytes as the SFTP server returns them.
+        h = hashlib.sha256()
+        with sftp.open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+
+    def close(self) -> None:
+        for transport in reversed(self._transports):
+            transport.close()
+
+    def __repr__(self) -> str:
+        return f"SSHConnector({shlex.quote(self.target.label)})"
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

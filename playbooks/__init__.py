@@ -1,0 +1,1 @@
+"""Playbooks: YAML data and Jinja2 templates for the lifecycle phases."""

@@ -1,0 +1,1 @@
+"""Bundled serving stack: KV-aware router and engine workers. Imports nothing else of ours."""
