@@ -88,7 +88,7 @@ def run_fanout_bench(
                 "AGENTCTL_CONFIG": str(root / "none.toml"),
                 "ANSIBLE_HOST_KEY_CHECKING": "True",
                 "ANSIBLE_SSH_ARGS": f"-o UserKnownHostsFile={known_hosts} -o ControlMaster=no",
-                "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+                "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
                 "ANSIBLE_LOCALHOST_WARNING": "False",
                 "ANSIBLE_NOCOWS": "1",
             }

@@ -16,8 +16,6 @@ from itertools import pairwise
 from types import TracebackType
 from typing import Any, Final
 
-from alembic.script.revision import RevisionError
-from alembic.util import CommandError
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
@@ -28,6 +26,7 @@ from agentctl.ctl.errors import StoreError  # type: ignore[import-not-found, unu
 from .engine import (
     BEGIN_MODE_OPTION,
     ForeignKeyViolation,
+    MigrationError,
     create_store_engine,
     current_revision,
     display_url,
@@ -57,7 +56,7 @@ _SECRET_WORDS: Final = frozenset(
 )
 _SECRET_PAIRS: Final = frozenset({("api", "key"), ("private", "key"), ("access", "key")})
 
-_DB_ERRORS: Final = (SQLAlchemyError, CommandError, RevisionError, ForeignKeyViolation)
+_DB_ERRORS: Final = (SQLAlchemyError, MigrationError, ForeignKeyViolation)
 
 
 def utcnow() -> datetime:

@@ -182,3 +182,9 @@ def test_in_memory_database_works() -> None:
         assert store.schema_revision() == "0001"
         store.upsert_nodes([NodeRecord("a", "a", None)])
         assert [n.name for n in store.list_nodes()] == ["a"]
+
+
+def test_fast_path_head_constant_matches_alembic() -> None:
+    from agentctl.collectors.store.engine import HEAD_REVISION
+
+    assert head_revision() == HEAD_REVISION
