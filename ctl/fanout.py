@@ -7,6 +7,7 @@ apart from failed (a session, but the task failed), and only connection failures
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -117,7 +118,7 @@ def parse_batches(spec: str | None, n_hosts: int) -> list[int]:
     """Ansible `serial`: "1,10%,100%" -> batch sizes; the last size repeats until done."""
     if n_hosts == 0:
         return []
-    if not spec:
+    if spec is None:
         return [n_hosts]
     sizes: list[int] = []
     for part in spec.split(","):
@@ -180,6 +181,17 @@ class FanOut(Generic[H]):
         self.options = options or FanoutOptions()
         self.on_done = on_done
         self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._live: set[Connector] = set()
+
+    def cancel(self) -> None:
+        """Stop starting hosts, and hang up running sessions so their threads return now."""
+        self._cancel.set()
+        with self._lock:
+            live = list(self._live)
+        for conn in live:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def run(self, hosts: Sequence[H]) -> Recap:
         recap = Recap()
@@ -200,7 +212,7 @@ class FanOut(Generic[H]):
                     break
         except KeyboardInterrupt:
             recap.interrupted = True
-            self._cancel.set()
+            self.cancel()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         if self._cancel.is_set():
@@ -226,19 +238,25 @@ class FanOut(Generic[H]):
         futures: dict[Future[HostOutcome], H] = {pool.submit(self._one, h): h for h in batch}
         outcomes: list[HostOutcome] = []
         pending = set(futures)
-        try:
-            while pending:
+        interrupted = False
+        while pending:
+            try:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    outcome = fut.result()
-                    outcomes.append(outcome)
-                    if self.on_done:
-                        self.on_done(outcome)
-        except KeyboardInterrupt:
-            self._cancel.set()
-            for fut in pending:
-                fut.cancel()
-            raise
+            except KeyboardInterrupt:
+                if interrupted:
+                    raise  # a second Ctrl-C: stop waiting for anything
+                interrupted = True
+                self.cancel()
+                for fut in pending:
+                    fut.cancel()
+                continue
+            for fut in done:
+                if fut.cancelled():
+                    continue
+                outcome = fut.result()
+                outcomes.append(outcome)
+                if self.on_done:
+                    self.on_done(outcome)
         order = {self.name_of(h): i for i, h in enumerate(batch)}
         outcomes.sort(key=lambda o: order.get(o.host, 0))
         return outcomes
@@ -247,9 +265,15 @@ class FanOut(Generic[H]):
         name = self.name_of(host)
         started = time.monotonic()
         attempts = 0
+
+        def outcome(status: Status, **kw: Any) -> HostOutcome:
+            return HostOutcome(
+                name, status, attempts=attempts, duration_s=time.monotonic() - started, **kw
+            )
+
         while True:
             if self._cancel.is_set():
-                return HostOutcome(name, Status.SKIPPED, message="interrupted", attempts=attempts)
+                return outcome(Status.SKIPPED, message="interrupted before it started")
             attempts += 1
             try:
                 conn = self.connect(host)
@@ -258,62 +282,27 @@ class FanOut(Generic[H]):
                     # Full jitter: spread reconnects so a flapping switch is not hammered.
                     time.sleep(random.uniform(0, self.options.retry_backoff * 2 ** (attempts - 1)))
                     continue
-                return HostOutcome(
-                    name,
-                    Status.UNREACHABLE,
-                    error=exc,
-                    message=exc.message,
-                    attempts=attempts,
-                    duration_s=time.monotonic() - started,
-                )
+                return outcome(Status.UNREACHABLE, error=exc, message=exc.message)
             except AgentctlError as exc:  # host key, auth: no session, and retrying cannot help
-                return HostOutcome(
-                    name,
-                    Status.UNREACHABLE,
-                    error=exc,
-                    message=exc.message,
-                    attempts=attempts,
-                    duration_s=time.monotonic() - started,
-                )
+                return outcome(Status.UNREACHABLE, error=exc, message=exc.message)
             break
+        with self._lock:
+            self._live.add(conn)
         try:
+            if self._cancel.is_set():
+                return outcome(Status.SKIPPED, message="interrupted before it started")
             out = self.task(conn, host)
-            return HostOutcome(
-                name,
-                out.status,
-                result=out.result,
-                data=out.data,
-                message=out.message,
-                attempts=attempts,
-                duration_s=time.monotonic() - started,
-            )
-        except (
-            UnreachableError
-        ) as exc:  # the session dropped mid-task: not retried (not idempotent)
-            return HostOutcome(
-                name,
-                Status.UNREACHABLE,
-                error=exc,
-                message=exc.message,
-                attempts=attempts,
-                duration_s=time.monotonic() - started,
-            )
+            return outcome(out.status, result=out.result, data=out.data, message=out.message)
         except AgentctlError as exc:
-            return HostOutcome(
-                name,
-                Status.FAILED,
-                error=exc,
-                message=exc.message,
-                attempts=attempts,
-                duration_s=time.monotonic() - started,
-            )
+            if self._cancel.is_set():
+                # We hung up on it: it may have partly run, so --rerun-failed picks it up.
+                return outcome(Status.FAILED, message="interrupted while running")
+            if isinstance(exc, UnreachableError):  # session lost mid-task: never retried
+                return outcome(Status.UNREACHABLE, error=exc, message=exc.message)
+            return outcome(Status.FAILED, error=exc, message=exc.message)
         except Exception as exc:  # a bug in a task must not take the other hosts down
-            return HostOutcome(
-                name,
-                Status.FAILED,
-                message=f"internal error: {type(exc).__name__}: {exc}",
-                attempts=attempts,
-                duration_s=time.monotonic() - started,
-            )
+            return outcome(Status.FAILED, message=f"internal error: {type(exc).__name__}: {exc}")
         finally:
+            with self._lock:
+                self._live.discard(conn)
             conn.close()

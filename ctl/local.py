@@ -5,6 +5,7 @@ Used for `ansible_connection: local` hosts and by `agentctl demo` where sshd can
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -36,6 +37,7 @@ class LocalConnector:
         self.host = host
         self.default_timeout = default_timeout
         self.output_cap = output_cap
+        self._running: set[subprocess.Popen[bytes]] = set()
 
     def run(
         self,
@@ -61,14 +63,17 @@ class LocalConnector:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
+        self._running.add(proc)
         try:
             out, err = proc.communicate(feed, timeout=deadline)
         except subprocess.TimeoutExpired as exc:
-            os.killpg(proc.pid, signal.SIGKILL)
+            _kill_group(proc)
             proc.communicate()
             raise CommandTimeout(
                 f"command exceeded its {deadline:g}s deadline", host=self.host
             ) from exc
+        finally:
+            self._running.discard(proc)
         stdout, cut_out = cap_output(out, self.output_cap)
         stderr, cut_err = cap_output(err, self.output_cap)
         return CommandResult(
@@ -93,7 +98,14 @@ class LocalConnector:
         return _copy_verified(Path(remote), local, None, self.host)
 
     def close(self) -> None:
-        return None
+        """Kill what still runs (an interrupted fan-out hangs up on every host)."""
+        for proc in list(self._running):
+            _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _copy_verified(src: Path, dest: Path, mode: int | None, host: str) -> str:

@@ -58,7 +58,7 @@ def demo(
             title="Host keys (checked against the generated key files)", title_justify="left"
         )
         for col in ("node", "address", "fingerprint", "state"):
-            trusted.add_column(col)
+            trusted.add_column(col, overflow="fold")
         for host in hosts:
             if is_local(host):
                 trusted.add_row(host.name, "local", "-", "local connector")

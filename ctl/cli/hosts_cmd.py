@@ -92,7 +92,7 @@ def trust(
     )
     summary = Table(title="Trust", title_justify="left")
     for col in ("host", "state", "type", "fingerprint"):
-        summary.add_column(col)
+        summary.add_column(col, overflow="fold")
     for r in rows:
         summary.add_row(
             r["host"], r["state"], r.get("key_type", ""), r.get("fingerprint", r.get("error", ""))
@@ -110,7 +110,7 @@ def _confirm(
 ) -> None:
     table = Table(title="Host keys not yet trusted", title_justify="left")
     for col in ("host", "address", "type", "fingerprint"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for k in keys:
         table.add_row(k.hop.name, k.info.host, k.info.key_type, k.info.fingerprint)
     st.output.print(table)
@@ -178,7 +178,7 @@ def list_keys() -> None:
     )
     table = Table(title=f"Host keys ({conns.known_hosts.path})", title_justify="left")
     for col in ("host", "address", "trusted", "types"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(
             r["host"],

@@ -6,11 +6,12 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 some hosts failed, 4 hosts unreachable (no
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from agentctl.ctl import __version__
@@ -117,15 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     _STATE = State(json="--json" in args[: args.index("--") if "--" in args else len(args)])
     _STATE.output = Output(json_mode=_STATE.json)
     command = typer.main.get_command(app)
+    # A service manager's SIGTERM stops a fan-out the same way Ctrl-C does: cleanly, exit 130.
+    with contextlib.suppress(ValueError):  # not the main thread (embedded use)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     code: int = ExitCode.OK
     try:
         result = command.main(args, prog_name="agentctl", standalone_mode=False)
         code = int(result) if isinstance(result, int) else ExitCode.OK
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         code = _fail(AgentctlError("aborted"), ExitCode.INTERRUPTED)
-    except click.ClickException as exc:
+    except typer.TyperException as exc:  # click's usage errors, vendored by typer
         if _STATE.json:
             _STATE.output.emit(
                 None,
@@ -134,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
                 errors=[{"kind": "usage", "message": exc.format_message()}],
             )
         else:
-            exc.show()
+            show = getattr(exc, "show", None)
+            if callable(show):  # usage line plus message, as click prints it
+                show()
+            else:
+                _STATE.output.err.print(f"error: {exc.format_message()}", markup=False)
         code = ExitCode.USAGE
     except AgentctlError as exc:
         code = _fail(exc, exc.exit_code)
@@ -143,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _STATE.close()
     return code
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _fail(exc: AgentctlError, code: int) -> int:

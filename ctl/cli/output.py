@@ -30,7 +30,9 @@ class Output:
         self.json_mode = json_mode
         self.verbose = verbose
         no_color = bool(os.environ.get("NO_COLOR"))
-        self.out = Console(no_color=no_color, highlight=False, soft_wrap=False)
+        # Piped or redirected tables would wrap at rich's default 80 columns; logs are wider.
+        width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 160)
+        self.out = Console(no_color=no_color, highlight=False, soft_wrap=False, width=width)
         self.err = Console(stderr=True, no_color=no_color, highlight=False)
         self._emitted = False
 

@@ -1,0 +1,61 @@
+"""`agentctl demo` end to end, as a newcomer runs it, but non-interactive and with --json."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+
+from agentctl.ctl.envelope import ENVELOPE_SCHEMA
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_demo_starts_trusts_gathers_stores_and_stops(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCTL_")}
+    env.update(XDG_STATE_HOME=str(tmp_path / "state"), XDG_DATA_HOME=str(tmp_path / "data"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentctl.ctl", "--json", "demo", "--nodes", "3"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    jsonschema.validate(doc, ENVELOPE_SCHEMA)
+    data = doc["data"]
+    assert data["run"]["recap"]["ok"] == len(data["nodes"])
+    if data["mode"] == "sshd":
+        assert [n["name"] for n in data["nodes"]] == ["node01", "node02", "node03"]
+        assert data["nodes"][0]["roles"] == ["router"]
+        # Keys were recorded after an out-of-band check, three of them.
+        known = (tmp_path / "state" / "agentctl" / "demo" / "known_hosts").read_text()
+        assert len(known.splitlines()) == 3
+        # Ctrl-C-free exit still stops every sshd it started.
+        for node in data["nodes"]:
+            with (
+                pytest.raises(OSError),
+                socket.create_connection((node["address"], node["port"]), timeout=1),
+            ):
+                pass
+    assert all(n["kernel"] for n in data["nodes"])
+    # The human run prints the fleet table.
+    human = subprocess.run(
+        [sys.executable, "-m", "agentctl.ctl", "demo", "--nodes", "2"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert human.returncode == 0, human.stderr
+    assert "Fleet" in human.stdout and "node02" in human.stdout
