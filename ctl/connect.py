@@ -1,4 +1,8 @@
-"""Turn inventory hosts into connectors: SSH by default, local for `ansible_connection: local`."""
+"""Turn inventory hosts into connectors: SSH by default, local for `ansible_connection: local`.
+
+A passphrase for encrypted private keys comes only from the environment variable
+`AGENTCTL_KEY_PASSPHRASE` (never a setting, never logged or shown).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from agentctl.ctl.inventory import Host, Inventory
 from agentctl.ctl.local import LocalConnector
 from agentctl.ctl.settings import Settings
 from agentctl.ctl.ssh import (
+    Aborter,
     ConnectOptions,
     HostValues,
     KnownHosts,
@@ -20,6 +25,9 @@ from agentctl.ctl.ssh import (
     load_ssh_config,
     resolve_target,
 )
+
+#: Holds the passphrase of encrypted private keys (ssh-agent is the better place for them).
+KEY_PASSPHRASE_ENV = "AGENTCTL_KEY_PASSPHRASE"  # noqa: S105 (a variable's name, not a secret)
 
 
 def connect_options(settings: Settings) -> ConnectOptions:
@@ -30,6 +38,8 @@ def connect_options(settings: Settings) -> ConnectOptions:
         keepalive_interval=settings.keepalive_interval,
         use_agent=settings.use_agent,
         look_for_keys=settings.look_for_keys,
+        # An empty variable counts as unset, as for every AGENTCTL_* variable.
+        key_passphrase=os.environ.get(KEY_PASSPHRASE_ENV) or None,
     )
 
 
@@ -39,12 +49,17 @@ def is_local(host: Host) -> bool:
 
 @dataclass
 class Connections:
-    """Everything needed to reach the inventory's hosts, built once per command."""
+    """Everything needed to reach the inventory's hosts, built once per command.
+
+    `abort()` (from a fan-out's cancel, on Ctrl-C) cuts short every connection still being set
+    up, and makes later ones fail at once as unreachable ("aborted").
+    """
 
     settings: Settings
     inventory: Inventory
     known_hosts: KnownHosts = field(init=False)
     warnings: list[str] = field(default_factory=list)
+    aborter: Aborter = field(default_factory=Aborter, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.known_hosts = KnownHosts(self.settings.effective_known_hosts())
@@ -66,6 +81,7 @@ class Connections:
         return _values(host) if host else None
 
     def connect(self, host: Host) -> Connector:
+        self.aborter.check(host.name)
         if is_local(host):
             return LocalConnector(
                 host.name,
@@ -78,10 +94,15 @@ class Connections:
             self.options,
             default_timeout=self.settings.command_timeout,
             output_cap=self.settings.output_cap_bytes,
+            aborter=self.aborter,
         )
 
     def connector_factory(self) -> Callable[[Host], Connector]:
         return self.connect
+
+    def abort(self) -> None:
+        """Close every connection still being set up; refuse new ones. Safe from any thread."""
+        self.aborter.abort()
 
     def become_for(self, host: Host, *, sudo: bool, user: str | None = None) -> Become | None:
         """sudo for this host: `--sudo` or `ansible_become`; password only from the environment."""
@@ -104,7 +125,8 @@ def _values(host: Host) -> HostValues:
     explicit_address = "ansible_host" in host.vars
     return HostValues(
         name=host.name,
-        # Without ansible_host the name may be an ssh_config alias: let HostName resolve it.
+        # ssh_config is looked up by ansible_host when set (what Ansible hands to ssh), else by
+        # the name, which may be an alias that HostName resolves.
         address=host.address if explicit_address else None,
         port=host.port,
         user=host.user,

@@ -174,12 +174,15 @@ class FanOut(Generic[H]):
         name_of: Callable[[H], str],
         options: FanoutOptions | None = None,
         on_done: OnDone | None = None,
+        on_cancel: Callable[[], None] | None = None,
     ) -> None:
         self.connect = connect
         self.task = task
         self.name_of = name_of
         self.options = options or FanoutOptions()
         self.on_done = on_done
+        #: aborts connections still being set up (the connector factory knows them)
+        self.on_cancel = on_cancel
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._live: set[Connector] = set()
@@ -187,6 +190,9 @@ class FanOut(Generic[H]):
     def cancel(self) -> None:
         """Stop starting hosts, and hang up running sessions so their threads return now."""
         self._cancel.set()
+        if self.on_cancel is not None:
+            with contextlib.suppress(Exception):
+                self.on_cancel()
         with self._lock:
             live = list(self._live)
         for conn in live:
@@ -194,39 +200,53 @@ class FanOut(Generic[H]):
                 conn.close()
 
     def run(self, hosts: Sequence[H]) -> Recap:
+        """Every host ends in exactly one outcome, whatever interrupts the run and wherever."""
         recap = Recap()
         forks = self.options.forks or default_forks(len(hosts))
         batches = parse_batches(self.options.batch, len(hosts))
-        start = 0
+        futures: dict[Future[HostOutcome], str] = {}
+        seen: set[str] = set()
         pool = ThreadPoolExecutor(max_workers=max(1, forks), thread_name_prefix="fanout")
+        forced = False
         try:
-            for size in batches:
+            start = 0
+            for i, size in enumerate(batches):
                 batch = hosts[start : start + size]
                 start += size
-                outcomes = self._run_batch(pool, batch)
-                recap.outcomes.extend(outcomes)
-                if recap.interrupted or self._cancel.is_set():
+                first = len(recap.outcomes)
+                self._run_batch(pool, batch, futures, recap, seen)
+                if self._cancel.is_set():
                     break
-                if self._over_budget(outcomes):
+                more = i + 1 < len(batches)
+                if more and self._over_budget(recap.outcomes[first:]):
                     recap.aborted = True
                     break
         except KeyboardInterrupt:
-            recap.interrupted = True
+            forced = self._cancel.is_set()  # a second Ctrl-C: do not wait for stragglers
             self.cancel()
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=not forced, cancel_futures=True)
         if self._cancel.is_set():
             recap.interrupted = True
-        done = {o.host for o in recap.outcomes}
+        # Outcomes that finished while we were being interrupted are kept, not lost.
+        for fut, name in futures.items():
+            if name not in seen and fut.done() and not fut.cancelled():
+                self._record(fut.result(), recap, seen)
         for host in hosts:
             name = self.name_of(host)
-            if name not in done:
+            if name not in seen:
                 why = "interrupted" if recap.interrupted else "not run: --max-fail-percent exceeded"
-                skipped = HostOutcome(name, Status.SKIPPED, message=why)
-                recap.outcomes.append(skipped)
-                if self.on_done:
-                    self.on_done(skipped)
+                self._record(HostOutcome(name, Status.SKIPPED, message=why), recap, seen)
+        order = {self.name_of(h): i for i, h in enumerate(hosts)}
+        recap.outcomes.sort(key=lambda o: order.get(o.host, 0))
         return recap
+
+    def _record(self, outcome: HostOutcome, recap: Recap, seen: set[str]) -> None:
+        # Into the recap first: a Ctrl-C landing inside on_done (a store write) loses nothing.
+        seen.add(outcome.host)
+        recap.outcomes.append(outcome)
+        if self.on_done:
+            self.on_done(outcome)
 
     def _over_budget(self, outcomes: Sequence[HostOutcome]) -> bool:
         if not outcomes:
@@ -234,32 +254,32 @@ class FanOut(Generic[H]):
         bad = sum(1 for o in outcomes if o.status in (Status.FAILED, Status.UNREACHABLE))
         return 100.0 * bad / len(outcomes) > self.options.max_fail_percent
 
-    def _run_batch(self, pool: ThreadPoolExecutor, batch: Sequence[H]) -> list[HostOutcome]:
-        futures: dict[Future[HostOutcome], H] = {pool.submit(self._one, h): h for h in batch}
-        outcomes: list[HostOutcome] = []
-        pending = set(futures)
-        interrupted = False
+    def _run_batch(
+        self,
+        pool: ThreadPoolExecutor,
+        batch: Sequence[H],
+        futures: dict[Future[HostOutcome], str],
+        recap: Recap,
+        seen: set[str],
+    ) -> None:
+        pending: set[Future[HostOutcome]] = set()
+        for host in batch:
+            fut = pool.submit(self._one, host)
+            futures[fut] = self.name_of(host)
+            pending.add(fut)
         while pending:
             try:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             except KeyboardInterrupt:
-                if interrupted:
+                if self._cancel.is_set():
                     raise  # a second Ctrl-C: stop waiting for anything
-                interrupted = True
                 self.cancel()
                 for fut in pending:
                     fut.cancel()
                 continue
             for fut in done:
-                if fut.cancelled():
-                    continue
-                outcome = fut.result()
-                outcomes.append(outcome)
-                if self.on_done:
-                    self.on_done(outcome)
-        order = {self.name_of(h): i for i, h in enumerate(batch)}
-        outcomes.sort(key=lambda o: order.get(o.host, 0))
-        return outcomes
+                if not fut.cancelled():
+                    self._record(fut.result(), recap, seen)
 
     def _one(self, host: H) -> HostOutcome:
         name = self.name_of(host)
@@ -285,6 +305,10 @@ class FanOut(Generic[H]):
                 return outcome(Status.UNREACHABLE, error=exc, message=exc.message)
             except AgentctlError as exc:  # host key, auth: no session, and retrying cannot help
                 return outcome(Status.UNREACHABLE, error=exc, message=exc.message)
+            except Exception as exc:  # a connector bug must not crash the run or hide the host
+                return outcome(
+                    Status.UNREACHABLE, message=f"internal error: {type(exc).__name__}: {exc}"
+                )
             break
         with self._lock:
             self._live.add(conn)

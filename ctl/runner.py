@@ -66,6 +66,7 @@ def run_recorded(
     selection: str | None,
     run_options: dict[str, Any],
     on_done: Callable[[HostOutcome], None] | None = None,
+    on_cancel: Callable[[], None] | None = None,
 ) -> RunReport:
     run_id = store.start_run(
         kind,
@@ -75,15 +76,26 @@ def run_recorded(
         options=run_options,
     )
 
+    stored: set[str] = set()
+
     def record(outcome: HostOutcome) -> None:
         store.record_result(run_id, to_host_result(outcome))
+        stored.add(outcome.host)
         if on_done is not None:
             on_done(outcome)
 
     fan: FanOut[Host] = FanOut(
-        connect, task, name_of=lambda h: h.name, options=options, on_done=record
+        connect,
+        task,
+        name_of=lambda h: h.name,
+        options=options,
+        on_done=record,
+        on_cancel=on_cancel,
     )
     recap = fan.run(hosts)
+    for outcome in recap.outcomes:  # a write cut short by Ctrl-C is written now
+        if outcome.host not in stored:
+            store.record_result(run_id, to_host_result(outcome))
     store.finish_run(run_id, status=run_status(recap), recap=recap.counts())
     return RunReport(run_id, kind, recap)
 

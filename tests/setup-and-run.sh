@@ -11,6 +11,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
   command -v sudo >/dev/null 2>&1 || need+=(sudo)
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+  # server binaries for the PostgreSQL store tests, which start their own cluster on a free
+  # port (a system cluster the package may start is never used)
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
   if [ "${#need[@]}" -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"

@@ -40,6 +40,8 @@ SQLITE_PRAGMAS: Final = (
 BEGIN_MODE_OPTION: Final = "agentctl_sqlite_begin"
 #: execution option: turn foreign keys off for this connection (table-copy migrations)
 MIGRATING_OPTION: Final = "agentctl_sqlite_migrating"
+#: PostgreSQL advisory lock (per database) held while migrating; any fixed number would do
+PG_MIGRATION_LOCK: Final = 0x61676E74_6D696772  # "agntmigr"
 
 
 def default_sqlite_url(data_dir: Path) -> str:
@@ -157,8 +159,9 @@ class MigrationError(RuntimeError):
 def upgrade_to_head(engine: Engine) -> None:
     """Migrate to head in one transaction; a no-op when already there.
 
-    On SQLite the transaction holds the write lock from the start, so two processes opening
-    a new store at once migrate one after the other, and the second finds nothing to do.
+    On SQLite the transaction holds the write lock from the start, and on PostgreSQL an
+    advisory lock, so two processes opening a new store at once migrate one after the other,
+    and the second finds nothing to do (without the lock, both create the tables and one fails).
     """
     if _already_at_head(engine):
         return
@@ -172,6 +175,8 @@ def upgrade_to_head(engine: Engine) -> None:
         conn = conn.execution_options(**options)
         try:
             with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_MIGRATION_LOCK})")
                 try:
                     command.upgrade(alembic_config(conn), "head")
                 except (CommandError, RevisionError) as exc:

@@ -84,6 +84,22 @@ def bound_text(text: str, cap: int) -> str:
     return head + CUT_MARKER.format(n=cut) + tail
 
 
+def storable(value: Any) -> Any:
+    """A copy of a JSON document whose strings (keys too) are storable anywhere, as in
+    `bound_text`: NUL and lone surrogates replaced.
+
+    PostgreSQL accepts a NUL escape in `json` but then fails every query that looks inside
+    the document, and refuses NUL outright in text columns (the GPU rows).
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd").encode("utf-8", errors="replace").decode("utf-8")
+    if isinstance(value, Mapping):
+        return {storable(k) if isinstance(k, str) else k: storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
 def _is_secret_key(key: str) -> bool:
     words = [w for w in re.split(r"[^a-z0-9]+", key.lower()) if w]
     return any(w in _SECRET_WORDS for w in words) or any(
@@ -341,6 +357,7 @@ class Store:
         than the one they came from, so a partial or late collection never erases newer data.
         """
         when = utcnow() if collected_at is None else _require_aware(collected_at, "collected_at")
+        facts, problems = storable(facts), storable(problems or {})
         gpus = gpu_rows(facts)
         with self._session(f"recording facts for {node}", write=True) as session:
             row = session.scalars(select(Node).where(Node.name == node)).one_or_none()
@@ -358,7 +375,7 @@ class Store:
                 session.add(row)
                 session.flush()
             snapshot = FactSnapshotRow(
-                node_id=row.id, collected_at=when, facts=facts, problems=problems or {}
+                node_id=row.id, collected_at=when, facts=facts, problems=problems
             )
             session.add(snapshot)
             if row.last_seen is None or when > row.last_seen:

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from agentctl.ctl.bench import run_fanout_bench
 from agentctl.ctl.cli.main import state
+from agentctl.ctl.cli.output import plain
 
 app = typer.Typer(help="Benchmarks (run on demand, not in the test suite).", no_args_is_help=True)
 
@@ -52,11 +53,11 @@ def fanout(
         table.add_column(col)
     for r in rows:
         table.add_row(
-            r["tool"],
-            r["job"],
+            plain(r["tool"]),
+            plain(r["job"]),
             f"{r['best_s']:.2f}",
             f"{r['median_s']:.2f}",
             f"{r['x_agentctl']:.2f}x",
-            "yes" if r["ok"] else f"no: {r['note']}",
+            "yes" if r["ok"] else plain(f"no: {r['note']}"),
         )
     st.output.print(table)

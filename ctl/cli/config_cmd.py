@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from agentctl.ctl.cli.main import state
+from agentctl.ctl.cli.output import plain
 from agentctl.ctl.settings import config_paths, settings_sources
 
 app = typer.Typer(help="Settings and paths.", no_args_is_help=True)
@@ -21,7 +22,7 @@ def paths() -> None:
     table.add_column("what")
     table.add_column("path")
     for key, value in found.items():
-        table.add_row(key, value)
+        table.add_row(plain(key), plain(value))
     st.output.print(table)
 
 
@@ -38,5 +39,7 @@ def show() -> None:
     for col in ("setting", "value", "source", "meaning"):
         table.add_column(col, overflow="fold")
     for name, value, description in settings.describe():
-        table.add_row(name, value, sources.get(name, "default"), description)
+        table.add_row(
+            plain(name), plain(value), plain(sources.get(name, "default")), plain(description)
+        )
     st.output.print(table)

@@ -12,7 +12,7 @@ from rich.table import Table
 from agentctl.ctl.cli.facts_cmd import facts_task, node_record
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.nodes_cmd import fleet_table, node_dict
-from agentctl.ctl.cli.output import recap_table
+from agentctl.ctl.cli.output import esc, plain, recap_table
 from agentctl.ctl.connect import Connections, is_local
 from agentctl.ctl.demo import start_demo_fleet
 from agentctl.ctl.errors import HostsFailed
@@ -35,7 +35,9 @@ def demo(
     st = state()
     base = st.settings()
     root = (directory or base.state_dir / "demo").expanduser()
-    st.output.info(f"[bold]agentctl demo[/bold]: a local fleet of {nodes} node(s) in {root}")
+    st.output.info(f"[bold]agentctl demo[/bold]: a local fleet of {nodes} node(s) in {esc(root)}")
+    # The demo owns its known_hosts: start it afresh, since ports change on every run.
+    (root / "known_hosts").unlink(missing_ok=True)
     demo_fleet = start_demo_fleet(root, nodes)
     try:
         for note in demo_fleet.notes:
@@ -61,16 +63,17 @@ def demo(
             trusted.add_column(col, overflow="fold")
         for host in hosts:
             if is_local(host):
-                trusted.add_row(host.name, "local", "-", "local connector")
+                trusted.add_row(plain(host.name), "local", "-", "local connector")
                 continue
-            for hop_key in probe_chain(conns.target(host), conns.known_hosts, conns.options):
+            target = conns.target(host)
+            for hop_key in probe_chain(target, conns.known_hosts, conns.options, conns.aborter):
                 if hop_key.state != "known":
                     demo_fleet.verify_fingerprint(hop_key.info.host, hop_key.info.fingerprint)
                     record(conns.known_hosts, hop_key.info)
                 trusted.add_row(
-                    host.name,
-                    hop_key.info.host,
-                    hop_key.info.fingerprint,
+                    plain(host.name),
+                    plain(hop_key.info.host),
+                    plain(hop_key.info.fingerprint),
                     "trusted" if hop_key.state == "known" else "recorded",
                 )
         st.output.print(trusted)
@@ -90,6 +93,7 @@ def demo(
                 selection=None,
                 run_options={"demo": True},
                 on_done=advance,
+                on_cancel=conns.abort,
             )
         elapsed = time.monotonic() - started
         st.output.print(recap_table(report.recap, title=f"Run {report.run_id}: facts"))
@@ -97,7 +101,7 @@ def demo(
         st.output.print(fleet_table(views, title=f"Fleet ({demo_fleet.mode} nodes)"))
         st.output.info(
             f"facts from {len(hosts)} node(s) in {elapsed:.2f}s; stored in "
-            f"{root / 'agentctl.db'} (run {report.run_id})"
+            f"{esc(root / 'agentctl.db')} (run {report.run_id})"
         )
         data = {
             "mode": demo_fleet.mode,
@@ -117,9 +121,9 @@ def demo(
         if keep and demo_fleet.fleet is not None:
             st.output.info(
                 "fleet running; Ctrl-C stops it. Try:\n  "
-                f"AGENTCTL_KNOWN_HOSTS={root / 'known_hosts'} "
-                f"AGENTCTL_DATABASE_URL=sqlite:///{root / 'agentctl.db'} "
-                f"agentctl -i {demo_fleet.inventory_path} run -- uname -a"
+                f"AGENTCTL_KNOWN_HOSTS={esc(root / 'known_hosts')} "
+                f"AGENTCTL_DATABASE_URL=sqlite:///{esc(root / 'agentctl.db')} "
+                f"agentctl -i {esc(demo_fleet.inventory_path)} run -- uname -a"
             )
             while True:
                 time.sleep(3600)

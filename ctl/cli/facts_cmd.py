@@ -22,6 +22,7 @@ from agentctl.ctl.cli.fanout_cmd import (
     select_hosts,
 )
 from agentctl.ctl.cli.main import state
+from agentctl.ctl.cli.output import plain
 from agentctl.ctl.connector import Connector
 from agentctl.ctl.facts import FactFamily, gather_facts, select_families
 from agentctl.ctl.fanout import Status, TaskOutput
@@ -98,7 +99,7 @@ def _render(report: RunReport) -> None:
         f = o.data or {}
         if not f:
             continue
-        table.add_row(o.host, *summary_cells(f))
+        table.add_row(plain(o.host), *(plain(cell) for cell in summary_cells(f)))
     if table.row_count:
         st.output.print(table)
 

@@ -83,8 +83,9 @@ def execute(
     run_options: dict[str, Any],
     schema: str,
     render: Callable[[RunReport], None] | None = None,
+    conns: Connections | None = None,
 ) -> RunReport:
-    conns = Connections(st.settings(), st.inventory())
+    conns = conns or Connections(st.settings(), st.inventory())
     for warning in conns.warnings:
         st.output.warn(warning)
     with st.output.progress(kind, len(hosts)) as advance:
@@ -99,6 +100,7 @@ def execute(
             selection=st.limit,
             run_options=run_options,
             on_done=advance,
+            on_cancel=conns.abort,
         )
     recap = report.recap
     errors = [o.error for o in recap.outcomes if o.error is not None]

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from agentctl.ctl.cli.main import state
+from agentctl.ctl.cli.output import esc, plain
 from agentctl.ctl.cli.state import State
 from agentctl.ctl.connect import Connections, is_local
 from agentctl.ctl.errors import AgentctlError, ExitCode, HostKeyError
@@ -95,7 +96,10 @@ def trust(
         summary.add_column(col, overflow="fold")
     for r in rows:
         summary.add_row(
-            r["host"], r["state"], r.get("key_type", ""), r.get("fingerprint", r.get("error", ""))
+            plain(r["host"]),
+            plain(r["state"]),
+            plain(r.get("key_type", "")),
+            plain(r.get("fingerprint", r.get("error", ""))),
         )
     st.output.print(summary)
     if errors:
@@ -112,7 +116,9 @@ def _confirm(
     for col in ("host", "address", "type", "fingerprint"):
         table.add_column(col, overflow="fold")
     for k in keys:
-        table.add_row(k.hop.name, k.info.host, k.info.key_type, k.info.fingerprint)
+        table.add_row(
+            plain(k.hop.name), plain(k.info.host), plain(k.info.key_type), plain(k.info.fingerprint)
+        )
     st.output.print(table)
     if yes:
         return
@@ -136,13 +142,21 @@ def _probe_all(
 ) -> list[tuple[Host, list[HopKey] | AgentctlError]]:
     def one(host: Host) -> tuple[Host, list[HopKey] | AgentctlError]:
         try:
-            return host, probe_chain(conns.target(host), conns.known_hosts, conns.options)
+            target = conns.target(host)
+            return host, probe_chain(target, conns.known_hosts, conns.options, conns.aborter)
         except AgentctlError as exc:
             exc.host = exc.host or host.name
             return host, exc
 
-    with ThreadPoolExecutor(max_workers=forks or default_forks(len(hosts))) as pool:
+    pool = ThreadPoolExecutor(max_workers=forks or default_forks(len(hosts)))
+    try:
         return list(pool.map(one, hosts))
+    except BaseException:
+        # Ctrl-C: cut the handshakes in flight short instead of waiting out their timeouts.
+        conns.abort()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _key_dict(k: HopKey) -> dict[str, str]:
@@ -176,14 +190,14 @@ def list_keys() -> None:
     st.output.emit(
         {"known_hosts": str(conns.known_hosts.path), "hosts": rows}, schema="agentctl.hosts.list/1"
     )
-    table = Table(title=f"Host keys ({conns.known_hosts.path})", title_justify="left")
+    table = Table(title=f"Host keys ({esc(conns.known_hosts.path)})", title_justify="left")
     for col in ("host", "address", "trusted", "types"):
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(
-            r["host"],
-            r["address"],
+            plain(r["host"]),
+            plain(r["address"]),
             "yes" if r["trusted"] else "[red]no[/red]",
-            ",".join(r["types"]),
+            plain(",".join(r["types"])),
         )
     st.output.print(table)

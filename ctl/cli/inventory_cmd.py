@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from agentctl.ctl.cli.main import state
+from agentctl.ctl.cli.output import esc, plain
 
 app = typer.Typer(help="Validate and show the inventory.", no_args_is_help=True)
 
@@ -27,7 +28,7 @@ def check() -> None:
     }
     st.output.emit(data, schema="agentctl.inventory.check/1")
     st.output.print(
-        f"[green]ok[/green] {inv.path or 'inline list'}: {len(inv.hosts)} hosts, "
+        f"[green]ok[/green] {esc(inv.path or 'inline list')}: {len(inv.hosts)} hosts, "
         f"{len(inv.groups)} groups" + (f", {len(hosts)} selected by --limit" if st.limit else "")
     )
 
@@ -49,12 +50,12 @@ def show(
         table.add_column(col)
     for h in hosts:
         table.add_row(
-            h.name,
-            h.address,
+            plain(h.name),
+            plain(h.address),
             str(h.port or 22),
-            h.user or "",
-            ",".join(g for g in h.groups if g != "all"),
-            ",".join(h.roles),
-            h.proxy_jump or "",
+            plain(h.user or ""),
+            plain(",".join(g for g in h.groups if g != "all")),
+            plain(",".join(h.roles)),
+            plain(h.proxy_jump or ""),
         )
     st.output.print(table)

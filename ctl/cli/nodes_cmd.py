@@ -6,9 +6,11 @@ from dataclasses import asdict
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from agentctl.collectors.store import NodeView
 from agentctl.ctl.cli.main import state
+from agentctl.ctl.cli.output import esc, plain
 from agentctl.ctl.envelope import utc_now_iso
 
 
@@ -19,29 +21,30 @@ def node_dict(n: NodeView) -> dict[str, Any]:
 
 
 def fleet_table(nodes: list[NodeView], *, title: str = "Fleet") -> Table:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=esc(title), title_justify="left")
     for col in ("node", "address", "roles", "os", "kernel", "driver", "gpus", "last seen"):
         table.add_column(col)
     for n in nodes:
         if n.gpu_count is None:
-            gpus = "?"
+            gpus = Text("?")
         elif n.gpu_count == 0:
-            gpus = "none"
+            gpus = Text("none")
         else:
-            gpus = f"{n.gpu_count}x {', '.join(sorted(set(n.gpu_names)))}"
+            gpus = Text(f"{n.gpu_count}x {', '.join(sorted(set(n.gpu_names)))}")
         if (
             n.expected_gpus is not None
             and n.gpu_count is not None
             and n.gpu_count != n.expected_gpus
         ):
-            gpus = f"[red]{gpus} (expected {n.expected_gpus})[/red]"
+            gpus.append(f" (expected {n.expected_gpus})")
+            gpus.stylize("red")
         table.add_row(
-            n.name,
-            f"{n.address}:{n.port or 22}",
-            ",".join(n.roles),
-            n.os or "?",
-            n.kernel or "?",
-            n.driver_version or "-",
+            plain(n.name),
+            plain(f"{n.address}:{n.port or 22}"),
+            plain(",".join(n.roles)),
+            plain(n.os or "?"),
+            plain(n.kernel or "?"),
+            plain(n.driver_version or "-"),
             gpus,
             utc_now_iso(n.last_seen) if n.last_seen else "never",
         )

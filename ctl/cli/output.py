@@ -1,4 +1,9 @@
-"""Where output goes: data on stdout (one JSON document in --json mode), the rest on stderr."""
+"""Where output goes: data on stdout (one JSON document in --json mode), the rest on stderr.
+
+Everything printed through rich is markup, so every value that comes from data (inventory,
+ssh_config, remote output, the store, exception messages) is escaped with `esc()` or passed as
+`plain()` Text: a host named `[/x]` must print as such, not crash rich with a MarkupError.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from agentctl.ctl.envelope import dumps, envelope
 from agentctl.ctl.errors import AgentctlError
@@ -23,6 +30,16 @@ STATUS_STYLE = {
     Status.UNREACHABLE: "magenta",
     Status.SKIPPED: "dim",
 }
+
+
+def esc(value: object) -> str:
+    """`value` as markup that prints literally, to interpolate into our own styled strings."""
+    return escape(str(value))
+
+
+def plain(value: object) -> Text:
+    """`value` as a renderable that is never parsed as markup (table cells)."""
+    return Text(str(value))
 
 
 class Output:
@@ -56,20 +73,23 @@ class Output:
         self._emitted = True
 
     def info(self, message: str) -> None:
+        """`message` is markup: escape any data in it with `esc()`."""
         if not self.json_mode:
             self.err.print(message)
 
     def debug(self, message: str) -> None:
+        """`message` is plain text (escaped here)."""
         if self.verbose and not self.json_mode:
-            self.err.print(f"[dim]{message}[/dim]")
+            self.err.print(f"[dim]{esc(message)}[/dim]")
 
     def warn(self, message: str) -> None:
-        self.err.print(f"[yellow]warning:[/yellow] {message}")
+        """`message` is plain text (escaped here)."""
+        self.err.print(f"[yellow]warning:[/yellow] {esc(message)}")
 
     def error(self, exc: AgentctlError) -> None:
-        self.err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        self.err.print(f"[red]error:[/red] {esc(exc)}", markup=True, highlight=False)
         if exc.hint:
-            self.err.print(f"  hint: {exc.hint}")
+            self.err.print(f"  hint: {esc(exc.hint)}")
 
     def print(self, renderable: Any) -> None:
         if not self.json_mode:
@@ -108,11 +128,11 @@ def recap_table(recap: Recap, *, title: str = "Recap") -> Table:
             detail = f"{o.error.kind}: {o.error.message}"
         exit_status = "" if o.result is None else str(o.result.exit_status)
         table.add_row(
-            o.host,
-            f"[{style}]{o.status.value}[/{style}]",
+            plain(o.host),
+            Text(o.status.value, style=style),
             exit_status,
             f"{o.duration_s:.2f}s",
-            _one_line(detail, 90),
+            plain(_one_line(detail, 90)),
         )
     counts = recap.counts()
     table.caption = "  ".join(f"[{STATUS_STYLE[Status(k)]}]{k}={v}[/]" for k, v in counts.items())

@@ -19,6 +19,7 @@ from agentctl.ctl.cli.fanout_cmd import (
     select_hosts,
 )
 from agentctl.ctl.cli.main import state
+from agentctl.ctl.cli.output import esc
 from agentctl.ctl.connect import Connections
 from agentctl.ctl.connector import Connector
 from agentctl.ctl.errors import UsageError
@@ -82,6 +83,7 @@ def run(
             "rerun_of": rerun_failed,
         },
         schema="agentctl.run/1",
+        conns=conns,
         render=lambda rep: _print_outputs(rep) if not st.json else None,
     )
     finish(report)
@@ -93,7 +95,7 @@ def _print_outputs(report) -> None:  # type: ignore[no-untyped-def]
         if o.result is None:
             continue
         style = "green" if o.result.ok else "red"
-        st.output.print(f"[{style}]── {o.host} (exit {o.result.exit_status})[/{style}]")
+        st.output.print(f"[{style}]── {esc(o.host)} (exit {o.result.exit_status})[/{style}]")
         if o.result.stdout:
             st.output.out.print(o.result.stdout.rstrip("\n"), markup=False, highlight=False)
         if o.result.stderr and (not o.result.ok or st.verbose):

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from agentctl.collectors.store import RunRecord
 from agentctl.ctl.cli.main import state
+from agentctl.ctl.cli.output import esc, plain
 from agentctl.ctl.envelope import utc_now_iso
 from agentctl.ctl.errors import UsageError
 
@@ -41,7 +42,12 @@ def list_runs(
     for r in runs:
         recap = " ".join(f"{k}={v}" for k, v in r.recap.items() if v)
         table.add_row(
-            str(r.id), r.kind, utc_now_iso(r.started_at), r.status, recap, (r.command or "")[:60]
+            str(r.id),
+            plain(r.kind),
+            utc_now_iso(r.started_at),
+            plain(r.status),
+            plain(recap),
+            plain((r.command or "")[:60]),
         )
     st.output.print(table)
 
@@ -54,16 +60,16 @@ def show(run_id: Annotated[int, typer.Argument(help="Run id (see `runs list`).")
     if run is None:
         raise UsageError(f"no run with id {run_id}")
     st.output.emit(run_dict(run, with_output=True), schema="agentctl.run/1")
-    table = Table(title=f"Run {run.id} ({run.kind}) {run.status}", title_justify="left")
+    table = Table(title=f"Run {run.id} ({esc(run.kind)}) {esc(run.status)}", title_justify="left")
     for col in ("host", "status", "exit", "time", "detail"):
         table.add_column(col)
     for res in run.results:
         detail = res.error_message or (res.stdout.strip().splitlines() or [""])[-1]
         table.add_row(
-            res.host,
-            res.status,
+            plain(res.host),
+            plain(res.status),
             "" if res.exit_status is None else str(res.exit_status),
             f"{res.duration_s:.2f}s",
-            detail[:80],
+            plain(detail[:80]),
         )
     st.output.print(table)

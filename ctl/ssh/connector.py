@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-import select
 import shlex
 import time
 import uuid
@@ -17,15 +16,19 @@ from agentctl.ctl.connector import (
     DEFAULT_OUTPUT_CAP,
     Become,
     CommandResult,
+    OutputCapture,
+    answer_sudo,
     build_command,
-    cap_output,
+    sudo_prompt,
 )
 from agentctl.ctl.errors import CommandTimeout, TransferError, UnreachableError
 from agentctl.ctl.ssh.known_hosts import KnownHosts
 from agentctl.ctl.ssh.target import Target
-from agentctl.ctl.ssh.transport import ConnectOptions, connect_chain
+from agentctl.ctl.ssh.transport import Aborter, ConnectOptions, connect_chain
 
 _CHUNK = 32768
+#: how long one wait for output lasts before deadlines and the link are checked again
+_POLL_S = 0.1
 
 
 class SSHConnector:
@@ -39,12 +42,15 @@ class SSHConnector:
         *,
         default_timeout: float = 300.0,
         output_cap: int = DEFAULT_OUTPUT_CAP,
+        aborter: Aborter | None = None,
     ) -> None:
         self.host = target.name
         self.target = target
         self.default_timeout = default_timeout
         self.output_cap = output_cap
-        self._transports = connect_chain(target, known_hosts, opts or ConnectOptions())
+        self._transports = connect_chain(
+            target, known_hosts, opts or ConnectOptions(), aborter=aborter
+        )
 
     @property
     def _transport(self) -> paramiko.Transport:
@@ -58,68 +64,105 @@ class SSHConnector:
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         stdin: bytes | None = None,
+        output_cap: int | None = None,
     ) -> CommandResult:
-        command = build_command(argv, become=become, env=env)
-        return self._exec(command, become=become, timeout=timeout, stdin=stdin)
+        deadline_s = timeout if timeout is not None else self.default_timeout
+        prompt = sudo_prompt() if become is not None and become.password is not None else None
+        if prompt is not None and stdin:
+            raise ValueError("stdin cannot be combined with a sudo password")
+        command = build_command(argv, become=become, env=env, deadline_s=deadline_s, prompt=prompt)
+        return self._exec(
+            command,
+            password=become.password if become is not None else None,
+            prompt=prompt,
+            deadline_s=deadline_s,
+            stdin=stdin,
+            output_cap=output_cap or self.output_cap,
+        )
 
     def run_shell(
-        self, script: str, *, become: Become | None = None, timeout: float | None = None
+        self,
+        script: str,
+        *,
+        become: Become | None = None,
+        timeout: float | None = None,
+        output_cap: int | None = None,
     ) -> CommandResult:
-        return self.run(["sh", "-c", script], become=become, timeout=timeout)
+        return self.run(["sh", "-c", script], become=become, timeout=timeout, output_cap=output_cap)
 
     def _exec(
         self,
         command: str,
         *,
-        become: Become | None,
-        timeout: float | None,
+        password: str | None,
+        prompt: str | None,
+        deadline_s: float,
         stdin: bytes | None,
+        output_cap: int,
     ) -> CommandResult:
-        deadline_s = timeout if timeout is not None else self.default_timeout
         started = time.monotonic()
+        transport = self._transport
         try:
-            chan = self._transport.open_session(timeout=min(deadline_s, 30.0))
+            chan = transport.open_session(timeout=min(deadline_s, 30.0))
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise UnreachableError(f"cannot open a session: {exc}", host=self.host) from exc
-        out, err = bytearray(), bytearray()
+        out, err = OutputCapture(output_cap), OutputCapture(output_cap)
+        waiting_prompt = prompt.encode() if prompt and password is not None else None
         try:
+            chan.settimeout(deadline_s)
             chan.exec_command(command)
-            if become is not None and become.password is not None:
-                chan.sendall((become.password + "\n").encode())
             if stdin:
                 chan.sendall(stdin)
-            chan.shutdown_write()
+            chan.settimeout(_POLL_S)
+            if waiting_prompt is None:
+                chan.shutdown_write()
+            eof = False
             while True:
-                remaining = deadline_s - (time.monotonic() - started)
-                if remaining <= 0:
+                if time.monotonic() - started > deadline_s:
                     raise CommandTimeout(
                         f"command exceeded its {deadline_s:g}s deadline", host=self.host
                     )
-                select.select([chan], [], [], min(remaining, 1.0))
-                got = False
-                while chan.recv_ready():
-                    out += chan.recv(_CHUNK)
-                    got = True
+                if not eof:
+                    # Blocks up to _POLL_S for stdout; returns b"" once the channel is at EOF.
+                    try:
+                        data = chan.recv(_CHUNK)
+                    except TimeoutError:
+                        data = None
+                    if data:
+                        out.feed(data)
+                    elif data == b"":
+                        eof = True
                 while chan.recv_stderr_ready():
-                    err += chan.recv_stderr(_CHUNK)
-                    got = True
-                if not got and chan.exit_status_ready() and chan.eof_received:
-                    break
-                if not got and chan.closed:
-                    break
-                if not self._transport.is_active():
+                    err.feed(chan.recv_stderr(_CHUNK))
+                if waiting_prompt is not None:
+                    waiting_prompt, password = answer_sudo(
+                        err, waiting_prompt, password, chan.sendall, chan.shutdown_write
+                    )
+                if not transport.is_active():
                     raise UnreachableError(
                         "connection lost while running a command", host=self.host
                     )
+                if eof:
+                    # EOF on both streams; the exit status follows (or the command, having
+                    # closed its output, is still running: wait without spinning).
+                    while chan.recv_stderr_ready():
+                        err.feed(chan.recv_stderr(_CHUNK))
+                    if chan.status_event.wait(_POLL_S) or chan.closed:
+                        break
+            if not chan.exit_status_ready() and not transport.is_active():
+                raise UnreachableError("connection lost while running a command", host=self.host)
             status = chan.recv_exit_status()
+        except TimeoutError as exc:  # stdin could not be delivered in time
+            raise CommandTimeout(
+                f"command exceeded its {deadline_s:g}s deadline", host=self.host
+            ) from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise UnreachableError(f"connection lost: {exc}", host=self.host) from exc
         finally:
-            # Closing the channel hangs up the remote command's pipes; a runaway process then
-            # dies on its next write (no pty, so no SIGHUP), which is the best SSH offers.
+            # On a deadline the remote `timeout` wrapper kills the command shortly after.
             chan.close()
-        stdout, cut_out = cap_output(bytes(out), self.output_cap)
-        stderr, cut_err = cap_output(bytes(err), self.output_cap)
+        stdout, cut_out = out.result()
+        stderr, cut_err = err.result()
         return CommandResult(
             host=self.host,
             command=command,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
+from paramiko.hostkeys import InvalidHostKey
 
 from agentctl.ctl.errors import ConfigError, HostKeyError
 
@@ -42,12 +43,30 @@ class KnownHosts:
         self.reload()
 
     def reload(self) -> None:
-        self._keys = paramiko.HostKeys()
+        """(Re)read the file; anything unreadable is a ConfigError naming the file."""
+        keys = paramiko.HostKeys()
         if self.path.exists():
             try:
-                self._keys.load(str(self.path))
-            except (OSError, paramiko.SSHException) as exc:
-                raise ConfigError(f"cannot read known_hosts {self.path}: {exc}") from exc
+                keys.load(str(self.path))
+            except UnicodeDecodeError as exc:
+                raise ConfigError(
+                    f"cannot read known_hosts {self.path}: not a text file ({exc.reason})",
+                    hint="point the known_hosts setting at an OpenSSH known_hosts file",
+                ) from exc
+            except InvalidHostKey as exc:
+                line = " ".join(str(exc.line).split())[:80]
+                marker = line.startswith("@")
+                raise ConfigError(
+                    f"cannot read known_hosts {self.path}: invalid entry {line!r}"
+                    + (" (@cert-authority and @revoked lines are not supported)" if marker else ""),
+                    hint="fix or remove that line (`ssh-keygen -F HOST -f FILE` shows entries)",
+                ) from exc
+            except Exception as exc:  # paramiko raises assorted types for malformed key data
+                raise ConfigError(
+                    f"cannot read known_hosts {self.path}: {exc or type(exc).__name__}",
+                    hint="fix or remove the malformed line",
+                ) from exc
+        self._keys = keys
 
     def key_types(self, host: str) -> list[str]:
         entry = self._keys.lookup(host)
@@ -56,8 +75,10 @@ class KnownHosts:
     def check(self, host: str, key: paramiko.PKey, *, label: str | None = None) -> None:
         """Raise HostKeyError unless `key` is recorded for `host`.
 
-        A host with no entry is "unknown" (trust it explicitly); a host whose entry for this
-        key type differs is "changed", which may mean interception and is never auto-fixed.
+        A host with no entry is "unknown" (trust it explicitly); so is a key of a type not
+        recorded for a known host (as OpenSSH says, "keys of a different type are already
+        known"). A host whose recorded key of this type differs is "changed", which may mean
+        interception and is never auto-fixed.
         """
         name = label or host
         entry = self._keys.lookup(host)
@@ -70,7 +91,17 @@ class KnownHosts:
                 fingerprint=info.fingerprint,
             )
         known = entry.get(key.get_name())
-        if known is None or known.asbytes() != key.asbytes():
+        if known is None:
+            recorded_types = ", ".join(entry.keys())
+            raise HostKeyError(
+                f"unknown key type for a known host: {host} offered {info.key_type} "
+                f"{info.fingerprint}, but only {recorded_types} is recorded for it",
+                host=name,
+                hint="check the fingerprint out of band, then run: "
+                f"agentctl hosts trust {name} (adds this key type; the recorded one stays)",
+                fingerprint=info.fingerprint,
+            )
+        if known.asbytes() != key.asbytes():
             recorded = ", ".join(f"{k.get_name()} {k.fingerprint}" for k in entry.values())
             raise HostKeyError(
                 "REMOTE HOST KEY HAS CHANGED for "

@@ -2,18 +2,22 @@
 
 Pure data and parsing, no sockets: the connection code takes a resolved `Target`.
 Precedence follows Ansible: inventory connection variables win over ssh_config, which wins
-over defaults. ProxyJump hops are resolved the same way, each with its own config lookup.
+over defaults. The name looked up in ssh_config is the one Ansible hands to ssh: `ansible_host`
+when set, else the inventory name. ProxyJump hops are resolved the same way, each with its own
+config lookup; as in OpenSSH (`ssh -J a,b` runs `ssh -J a -W %h:%p b`), only the first hop's
+own ProxyJump is followed, the later hops' are ignored.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentctl.ctl.errors import UsageError
+from agentctl.ctl.errors import ConfigError, UsageError
 
 _JUMP_RE = re.compile(
     r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:\s@\[\]]+)(?::(?P<port>\d+))?$"
@@ -30,6 +34,8 @@ class Target:
     user: str = field(default_factory=getpass.getuser)
     key_files: tuple[str, ...] = ()
     jumps: tuple[Target, ...] = ()
+    #: ssh_config `IdentitiesOnly yes`: offer only `key_files` (agent keys only if they match)
+    identities_only: bool = False
 
     @property
     def known_hosts_key(self) -> str:
@@ -92,24 +98,27 @@ def resolve_target(
     inventory: InventoryLookup | None = None,
     extra_key_files: tuple[str, ...] = (),
     _depth: int = 0,
+    _follow_jumps: bool = True,
 ) -> Target:
     """Merge inventory values with ssh_config for the host and, recursively, its jump hosts."""
     if _depth > 8:
         raise UsageError(f"{values.name}: ProxyJump chain too deep (loop?)")
+    # Ansible runs `ssh ... <ansible_host or name>`, so that is the name ssh_config matches, and
+    # its HostName, User, Port and IdentityFile apply to an ansible_host address too.
     lookup_name = values.address or values.name
     cfg: Mapping[str, Any] = ssh_config(lookup_name) if ssh_config else {}
-    hostname = values.address or str(cfg.get("hostname", values.name))
-    port = values.port or int(cfg.get("port", 22))
+    hostname = str(cfg.get("hostname") or lookup_name)
+    port = values.port or _config_port(cfg, lookup_name)
     user = values.user or str(cfg.get("user") or getpass.getuser())
     keys: list[str] = []
     if values.key_file:
         keys.append(values.key_file)
     keys.extend(str(k) for k in cfg.get("identityfile", []) if str(k) not in keys)
     keys.extend(k for k in extra_key_files if k not in keys)
-    jump_value = values.proxy_jump or cfg.get("proxyjump")
+    jump_value = (values.proxy_jump or cfg.get("proxyjump")) if _follow_jumps else None
     jumps: list[Target] = []
     if jump_value:
-        for hop in parse_jump_chain(str(jump_value)):
+        for index, hop in enumerate(parse_jump_chain(str(jump_value))):
             known = inventory(hop.host) if inventory else None
             hop_values = HostValues(
                 name=hop.host,
@@ -124,10 +133,12 @@ def resolve_target(
                 inventory=None,
                 extra_key_files=extra_key_files,
                 _depth=_depth + 1,
+                # `-J a,b` reaches b with `-J a` on the command line, which overrides b's own
+                # ProxyJump; a is reached on its own terms, its ProxyJump included.
+                _follow_jumps=index == 0,
             )
-            # A hop's own jumps come first: OpenSSH nests them the same way.
             jumps.extend(hop_target.jumps)
-            jumps.append(_without_jumps(hop_target))
+            jumps.append(dataclasses.replace(hop_target, jumps=()))
     return Target(
         name=values.name,
         hostname=hostname,
@@ -135,8 +146,21 @@ def resolve_target(
         user=user,
         key_files=tuple(keys),
         jumps=tuple(jumps),
+        identities_only=str(cfg.get("identitiesonly", "no")).lower() == "yes",
     )
 
 
-def _without_jumps(target: Target) -> Target:
-    return Target(target.name, target.hostname, target.port, target.user, target.key_files, ())
+def _config_port(cfg: Mapping[str, Any], name: str) -> int:
+    raw = cfg.get("port")
+    if raw is None:
+        return 22
+    try:
+        port = int(str(raw).strip())
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise ConfigError(
+            f"ssh_config: Port {str(raw)!r} for host {name} is not a port number (1-65535)",
+            hint="fix the Port line of the Host block that matches it (setting: ssh_config)",
+        )
+    return port

@@ -17,6 +17,7 @@ from agentctl.ctl.errors import HostKeyError
 from agentctl.ctl.ssh.known_hosts import KeyInfo, KnownHosts, describe
 from agentctl.ctl.ssh.target import Target
 from agentctl.ctl.ssh.transport import (
+    Aborter,
     ConnectOptions,
     authenticate,
     fetch_host_key,
@@ -34,18 +35,24 @@ class HopKey:
     state: KeyState
 
 
-def probe_chain(target: Target, known_hosts: KnownHosts, opts: ConnectOptions) -> list[HopKey]:
+def probe_chain(
+    target: Target,
+    known_hosts: KnownHosts,
+    opts: ConnectOptions,
+    aborter: Aborter | None = None,
+) -> list[HopKey]:
     """Host keys along the chain up to and including the first hop that is not known.
 
     Known jump hosts are connected to strictly (and authenticated) to reach the next hop.
-    Raises UnreachableError / AuthError when a hop cannot be reached at all.
+    Raises UnreachableError / AuthError when a hop cannot be reached at all, and
+    UnreachableError("aborted") once `aborter` is aborted.
     """
     found: list[HopKey] = []
     transports: list[paramiko.Transport] = []
     via: paramiko.Transport | None = None
     try:
         for hop in (*target.jumps, target):
-            key = fetch_host_key(hop, opts, via)
+            key = fetch_host_key(hop, opts, via, aborter)
             info = describe(hop.known_hosts_key, key)
             try:
                 known_hosts.check(hop.known_hosts_key, key, label=hop.name)
@@ -55,13 +62,17 @@ def probe_chain(target: Target, known_hosts: KnownHosts, opts: ConnectOptions) -
             found.append(HopKey(hop, info, state))
             if state != "known" or hop is target:
                 break
-            sock = open_socket(hop, opts, via)
-            transport = handshake(hop, sock, known_hosts, opts)
+            sock = open_socket(hop, opts, via, aborter)
+            transport = handshake(hop, sock, known_hosts, opts, aborter)
             transports.append(transport)
-            authenticate(transport, hop, opts)
+            if aborter is not None:
+                aborter.register(transport, hop.name)
+            authenticate(transport, hop, opts, aborter)
             via = transport
     finally:
         for t in reversed(transports):
+            if aborter is not None:
+                aborter.unregister(t)
             t.close()
     return found
 
