@@ -95,6 +95,7 @@ def _register() -> None:
         nodes_cmd,
         run_cmd,
         runs_cmd,
+        serve_cmd,
     )
 
     app.add_typer(inventory_cmd.app, name="inventory")
@@ -102,6 +103,8 @@ def _register() -> None:
     app.add_typer(runs_cmd.app, name="runs")
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(bench_cmd.app, name="bench")
+    app.add_typer(serve_cmd.app, name="serve")
+    bench_cmd.app.command("replay", context_settings=serve_cmd.PASS_THROUGH)(serve_cmd.replay)
     app.command("run", context_settings={"allow_interspersed_args": False})(run_cmd.run)
     app.command("facts")(facts_cmd.facts)
     app.command("nodes")(nodes_cmd.nodes)

@@ -1,0 +1,276 @@
+"""`python -m agentctl.serving <command>`: run a piece of the serving stack on a node by itself.
+
+Commands live in `COMMANDS` (name -> help, add-arguments, run); each run function imports its
+server lazily, so `--help` stays fast and one command's dependencies never load for another.
+The `router` command is registered there too (see the marked place below).
+
+    python -m agentctl.serving worker --config worker.yaml
+    python -m agentctl.serving worker --port 8001 --time-scale 0.01 \\
+        --events tcp://127.0.0.1:5557 --replay tcp://127.0.0.1:5558
+    python -m agentctl.serving router --port 8080 --policy kv \\
+        --worker http://127.0.0.1:8001,events=tcp://127.0.0.1:5557,replay=tcp://127.0.0.1:5558
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["COMMANDS", "main"]
+
+AddArgs = Callable[[argparse.ArgumentParser], None]
+Run = Callable[[argparse.Namespace], int]
+
+
+# ---- worker ---------------------------------------------------------------------------------
+
+
+def _add_worker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="YAML/JSON worker config (flags override it)")
+    p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default 8000)")
+    p.add_argument("--model", help="served model name (default agentctl-sim)")
+    p.add_argument("--tokenizer", metavar="PATH", help="tokenizer.json (default: built-in)")
+    eng = p.add_argument_group("engine")
+    eng.add_argument("--block-size", type=int, help="tokens per KV block (default 64)")
+    eng.add_argument("--capacity-blocks", type=int, help="KV cache size in blocks (16384)")
+    eng.add_argument("--max-num-batched-tokens", type=int, help="token budget per step (8192)")
+    eng.add_argument("--max-num-seqs", type=int, help="max running sequences (256)")
+    eng.add_argument(
+        "--time-scale", type=float, help="multiplier on every step time (1.0; tests: 0.01)"
+    )
+    ev = p.add_argument_group("KV events (vLLM wire format)")
+    ev.add_argument("--events", metavar="ENDPOINT", help="ZMQ PUB endpoint to bind")
+    ev.add_argument("--replay", metavar="ENDPOINT", help="ZMQ ROUTER replay endpoint to bind")
+    ev.add_argument("--events-topic", help="ZMQ topic (default empty)")
+    srv = p.add_argument_group("server")
+    srv.add_argument("--max-body-bytes", type=int, help="request body limit (16 MiB)")
+    srv.add_argument("--default-max-tokens", type=int, help="max_tokens when unset (256)")
+    srv.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    srv.add_argument("--access-log", action="store_true", help="log every request")
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    from agentctl.serving.config import ConfigError, load_worker_config
+    from agentctl.serving.tokenizer import TokenizerUnavailable
+
+    overrides: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "model": args.model,
+        "tokenizer": args.tokenizer,
+        "engine.block_size": args.block_size,
+        "engine.capacity_blocks": args.capacity_blocks,
+        "engine.max_num_batched_tokens": args.max_num_batched_tokens,
+        "engine.max_num_seqs": args.max_num_seqs,
+        "cost.time_scale": args.time_scale,
+        "events.endpoint": args.events,
+        "events.replay_endpoint": args.replay,
+        "events.topic": args.events_topic,
+        "max_body_bytes": args.max_body_bytes,
+        "default_max_tokens": args.default_max_tokens,
+        "log_level": args.log_level,
+    }
+    try:
+        cfg = load_worker_config(args.config).with_overrides(overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if cfg.events.replay_endpoint and not cfg.events.endpoint:
+        print("error: --replay needs --events", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    from agentctl.serving.worker.app import create_app
+
+    try:
+        app = create_app(cfg)
+    except TokenizerUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        log_level=cfg.log_level,
+        access_log=bool(args.access_log),
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+# ---- router ---------------------------------------------------------------------------------
+
+
+def _add_router_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="YAML/JSON router config (flags override it)")
+    p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default 8080)")
+    p.add_argument(
+        "--worker",
+        action="append",
+        default=[],
+        metavar="URL[,events=EP,replay=EP,id=NAME,capacity=N,budget=N,topic=T]",
+        help="a worker (repeatable; added to the config file's workers)",
+    )
+    p.add_argument("--policy", help="routing policy (default kv)")
+    p.add_argument(
+        "--policy-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="policy keyword option, VALUE parsed as JSON when possible (repeatable)",
+    )
+    p.add_argument("--block-size", type=int, help="the workers' KV block size (default 64)")
+    p.add_argument("--tokenizer", metavar="PATH", help="the workers' tokenizer.json")
+    p.add_argument("--health-interval", type=float, help="seconds between health polls (1.0)")
+    p.add_argument("--max-body-bytes", type=int, help="request body limit (16 MiB)")
+    p.add_argument("--default-max-tokens", type=int, help="max_tokens when unset (256)")
+    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--access-log", action="store_true", help="log every request")
+
+
+def _parse_worker_flag(value: str) -> dict[str, Any]:
+    url, *opts = [part.strip() for part in value.split(",")]
+    if not url:
+        raise ValueError(f"--worker {value!r}: missing URL")
+    keys = {
+        "events": "events",
+        "replay": "replay",
+        "id": "id",
+        "capacity": "capacity_blocks",
+        "capacity_blocks": "capacity_blocks",
+        "budget": "token_budget",
+        "topic": "topic",
+    }
+    out: dict[str, Any] = {"url": url}
+    for opt in opts:
+        key, sep, val = opt.partition("=")
+        if not sep or key not in keys:
+            raise ValueError(f"--worker {value!r}: bad option {opt!r} (known: {', '.join(keys)})")
+        out[keys[key]] = val
+    return out
+
+
+def _parse_option(value: str) -> tuple[str, Any]:
+    import json
+
+    key, sep, val = value.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--policy-option {value!r}: expected KEY=VALUE")
+    try:
+        return key, json.loads(val)
+    except ValueError:
+        return key, val
+
+
+def _run_router(args: argparse.Namespace) -> int:
+    from agentctl.serving.config import ConfigError, load_router_config
+    from agentctl.serving.tokenizer import TokenizerUnavailable
+
+    try:
+        cfg = load_router_config(args.config)
+        workers = [w.model_dump() for w in cfg.workers]
+        workers += [_parse_worker_flag(v) for v in args.worker]
+        options = dict(cfg.policy_options)
+        options.update(_parse_option(v) for v in args.policy_option)
+        cfg = cfg.with_overrides(
+            {
+                "host": args.host,
+                "port": args.port,
+                "policy": args.policy,
+                "policy_options": options,
+                "block_size": args.block_size,
+                "tokenizer": args.tokenizer,
+                "health_interval_s": args.health_interval,
+                "max_body_bytes": args.max_body_bytes,
+                "default_max_tokens": args.default_max_tokens,
+                "log_level": args.log_level,
+                "workers": workers,
+            }
+        )
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    from agentctl.serving.router.app import create_app
+
+    try:
+        app = create_app(cfg)
+    except (TokenizerUnavailable, ValueError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        log_level=cfg.log_level,
+        access_log=bool(args.access_log),
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+# ---- bench ----------------------------------------------------------------------------------
+
+
+def _add_bench_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
+    replay = sub.add_parser(
+        "replay", help="replay a trace through every routing policy, vs round-robin"
+    )
+    from agentctl.serving.bench.cli import add_replay_args
+
+    add_replay_args(replay)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from agentctl.serving.bench.cli import run_replay
+
+    return run_replay(args)
+
+
+# ---- registry -------------------------------------------------------------------------------
+
+COMMANDS: dict[str, tuple[str, AddArgs, Run]] = {
+    "worker": (
+        "run a simulated engine worker (OpenAI API, KV events)",
+        _add_worker_args,
+        _run_worker,
+    ),
+    "router": (
+        "run the KV-aware router in front of workers (OpenAI API)",
+        _add_router_args,
+        _run_router,
+    ),
+    "bench": (
+        "benchmarks: `bench replay TRACE` (simulated engines, every policy)",
+        _add_bench_args,
+        _run_bench,
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m agentctl.serving", description="agentctl serving stack"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, add_args, _) in COMMANDS.items():
+        add_args(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _, _, run = COMMANDS[args.command]
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

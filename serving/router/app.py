@@ -1,0 +1,291 @@
+"""The router's HTTP API: OpenAI-compatible endpoints in front of a set of workers.
+
+Routes: `POST /v1/chat/completions`, `POST /v1/completions` (parsed with the workers' own
+parsing into a `RequestSpec`, routed by the configured policy, forwarded unchanged; SSE relayed
+as received), `GET /v1/models` (union of the healthy workers'), `GET /health` (router status,
+per-worker health, index size; 503 when no worker may take requests), `GET /metrics`
+(Prometheus), and the admin API: `GET /admin/workers`, `POST /admin/workers`
+`{id, url, events, replay, capacity_blocks}`, `DELETE /admin/workers/{id}`,
+`POST /admin/workers/{id}/drain` and `/undrain` (a draining worker gets no new requests; its
+in-flight ones finish).
+
+Every error leaves as an OpenAI error body: malformed JSON 400, invalid fields 400, a body over
+`max_body_bytes` 413, no healthy worker 503, a worker that fails 502.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from agentctl.serving.config import RouterConfig, RouterWorkerSettings
+from agentctl.serving.protocol import (
+    ProtocolError,
+    RequestKind,
+    error_body,
+    parse_json_body,
+    read_limited,
+    to_request_spec,
+)
+from agentctl.serving.router.policies import make_policy
+from agentctl.serving.router.proxy import WORKER_HEADER, Forwarder
+from agentctl.serving.router.registry import Registry, WorkerEntry
+from agentctl.serving.router.router_metrics import CONTENT_TYPE_LATEST, RouterMetrics
+from agentctl.serving.tokenizer import Tokenizer, load_tokenizer
+
+__all__ = ["WORKER_HEADER", "RouterState", "create_app"]
+
+
+class RouterState:
+    """What the routes share; the forwarder's HTTP client lives only while the app runs."""
+
+    def __init__(self, config: RouterConfig, tokenizer: Tokenizer, registry: Registry) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.registry = registry
+        self.forwarder: Forwarder | None = None
+        self.started_at = int(time.time())
+
+    def require_forwarder(self) -> Forwarder:
+        if self.forwarder is None:
+            raise ProtocolError("The router is not running.", 503, type="service_unavailable")
+        return self.forwarder
+
+
+def _status_type(status: int) -> str:
+    return {
+        404: "not_found_error",
+        409: "conflict_error",
+        503: "service_unavailable",
+    }.get(status, "invalid_request_error" if status < 500 else "internal_server_error")
+
+
+def create_app(config: RouterConfig) -> FastAPI:
+    """The router app. Workers from `config` are registered now; event subscriptions, the
+    health loop and the HTTP client start in the lifespan. `ValueError` for a bad policy or
+    duplicate worker ids, `TokenizerUnavailable` for a bad tokenizer."""
+    metrics = RouterMetrics()
+    policy = make_policy(config.policy, **config.policy_options)
+    registry = Registry(
+        policy,
+        block_size=config.block_size,
+        metrics=metrics,
+        health_interval_s=config.health_interval_s,
+        health_timeout_s=config.health_timeout_s,
+        replay_timeout_s=config.replay_timeout_s,
+        predicted_ttl_s=config.predicted_ttl_s,
+        approximate_ttl_s=config.approximate_ttl_s,
+    )
+    for i, ws in enumerate(config.workers):
+        _add_worker(registry, ws, default_id=f"w{i}")
+    state = RouterState(config, load_tokenizer(config.tokenizer), registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        timeout = httpx.Timeout(
+            connect=config.connect_timeout_s,
+            read=config.read_timeout_s,
+            write=30.0,
+            pool=config.connect_timeout_s,
+        )
+        limits = httpx.Limits(max_connections=4096, max_keepalive_connections=512)
+        client = httpx.AsyncClient(timeout=timeout, limits=limits)
+        state.forwarder = Forwarder(registry, client)
+        await registry.start()
+        try:
+            yield
+        finally:
+            state.forwarder = None
+            await registry.stop()
+            await client.aclose()
+
+    app = FastAPI(
+        title="agentctl KV-aware router",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.router = state
+    _install_error_handlers(app)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await _handle(state, request, "completion")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await _handle(state, request, "chat")
+
+    @app.get("/v1/models")
+    async def models() -> Response:
+        return JSONResponse({"object": "list", "data": await _models(state)})
+
+    @app.get("/health")
+    async def health() -> Response:
+        stats = registry.index_stats()
+        workers = [w.describe() for w in registry.workers.values()]
+        ready = any(w.healthy and not w.draining for w in registry.workers.values())
+        body = {
+            "status": "ok" if ready else "no_healthy_workers",
+            "policy": policy.name,
+            "block_size": config.block_size,
+            "tokenizer": state.tokenizer.name,
+            "workers": workers,
+            "index": asdict(stats),
+            "in_flight": sum(len(w.inflight) for w in registry.workers.values()),
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics_route() -> Response:
+        metrics.observe_index(registry.index_stats())
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    # ---- admin ------------------------------------------------------------------------------
+
+    @app.get("/admin/workers")
+    async def list_workers() -> Response:
+        return JSONResponse({"workers": [w.describe() for w in registry.workers.values()]})
+
+    @app.post("/admin/workers")
+    async def add_worker(request: Request) -> Response:
+        raw = await read_limited(request.stream(), 65536, request.headers.get("content-length"))
+        body = parse_json_body(raw)
+        try:
+            ws = RouterWorkerSettings.model_validate(body)
+        except ValidationError as exc:
+            errs = exc.errors()
+            loc = ".".join(str(p) for p in errs[0]["loc"]) if errs else ""
+            msg = errs[0]["msg"] if errs else "invalid value"
+            raise ProtocolError(f"{loc}: {msg}", param=loc or None) from None
+        if ws.id is None:
+            raise ProtocolError("'id' is required.", param="id")
+        if ws.id in registry.workers:
+            raise ProtocolError(f"worker {ws.id!r} already exists", 409, type="conflict_error")
+        w = _add_worker(registry, ws, default_id=ws.id)
+        await registry.poll_health()
+        return JSONResponse(w.describe(), status_code=201)
+
+    @app.delete("/admin/workers/{worker_id}")
+    async def remove_worker(worker_id: str) -> Response:
+        _known(registry, worker_id)
+        w = await registry.remove(worker_id)
+        return JSONResponse({"removed": w.id, "in_flight": len(w.inflight)})
+
+    @app.post("/admin/workers/{worker_id}/drain")
+    async def drain(worker_id: str) -> Response:
+        _known(registry, worker_id)
+        return JSONResponse(registry.set_draining(worker_id, True).describe())
+
+    @app.post("/admin/workers/{worker_id}/undrain")
+    async def undrain(worker_id: str) -> Response:
+        _known(registry, worker_id)
+        return JSONResponse(registry.set_draining(worker_id, False).describe())
+
+    return app
+
+
+def _known(registry: Registry, worker_id: str) -> None:
+    if worker_id not in registry.workers:
+        raise ProtocolError(f"no worker {worker_id!r}", 404, type="not_found_error")
+
+
+def _add_worker(registry: Registry, ws: RouterWorkerSettings, *, default_id: str) -> WorkerEntry:
+    try:
+        return registry.add(
+            ws.id or default_id,
+            ws.url,
+            capacity_blocks=ws.capacity_blocks,
+            events=ws.events,
+            replay=ws.replay,
+            topic=ws.topic,
+            token_budget=ws.token_budget,
+        )
+    except ValueError as exc:
+        raise ProtocolError(str(exc), 409, type="conflict_error") from None
+
+
+async def _handle(state: RouterState, request: Request, kind: RequestKind) -> Response:
+    cfg = state.config
+    forwarder = state.require_forwarder()
+    raw = await read_limited(
+        request.stream(), cfg.max_body_bytes, request.headers.get("content-length")
+    )
+    body = parse_json_body(raw)
+    spec = to_request_spec(
+        body,
+        request.headers,
+        state.tokenizer,
+        cfg.block_size,
+        uuid.uuid4().hex,
+        kind=kind,
+        default_max_tokens=cfg.default_max_tokens,
+        arrival_s=time.monotonic(),
+    )
+    return await forwarder.forward(request, spec, raw)
+
+
+async def _models(state: RouterState) -> list[dict[str, Any]]:
+    forwarder = state.require_forwarder()
+    ws = [w for w in state.registry.workers.values() if w.healthy]
+
+    async def one(url: str) -> list[dict[str, Any]]:
+        try:
+            r = await forwarder.client.get(url + "/v1/models", timeout=2.0)
+            data = r.json().get("data") if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return []
+        return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+
+    seen: dict[str, dict[str, Any]] = {}
+    for models in await asyncio.gather(*(one(w.url) for w in ws)):
+        for m in models:
+            mid = m.get("id")
+            if isinstance(mid, str) and mid not in seen:
+                seen[mid] = m
+    return list(seen.values())
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as an OpenAI error body."""
+
+    async def on_protocol_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ProtocolError)
+        state: RouterState = request.app.state.router
+        state.registry.metrics.rejected.labels(str(exc.status)).inc()
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return JSONResponse(
+            error_body(str(exc.detail), _status_type(exc.status_code), code=exc.status_code),
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        return JSONResponse(error_body(str(exc)), status_code=400)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        return JSONResponse(
+            error_body(f"internal error: {type(exc).__name__}", "internal_server_error"),
+            status_code=500,
+        )
+
+    app.add_exception_handler(ProtocolError, on_protocol_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(Exception, on_unexpected)

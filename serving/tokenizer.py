@@ -1,0 +1,152 @@
+"""Text to token ids, for workers and a router that must agree on block hashes.
+
+Prefix caching works on token ids, so a router that predicts cache hits from text must tokenize
+exactly as the worker does. Two tokenizers:
+
+- `BuiltinTokenizer` (the default; no files, no dependencies): text is cut into pieces like a BPE
+  pre-tokenizer would (an optional leading space plus up to 6 word characters, one punctuation
+  character, or a run of other whitespace), and each piece's id is the first 4 bytes of its
+  BLAKE2b digest, little-endian, masked to 31 bits. Same text, same ids, in any process, on any
+  machine (unlike the salted builtin `hash()`); appending text changes at most the last piece, as
+  with a real tokenizer, so a resent conversation prefix keeps its token ids. About 4 characters
+  a token on English and code, close to real tokenizers, so token counts are realistic.
+- `TokenizersTokenizer`: a HuggingFace `tokenizer.json` through the optional `tokenizers`
+  package (`pip install 'agentctl[tokenizers]'`), for exact token counts of a real model.
+
+Chat messages become one string through `render_chat`, a fixed ChatML-like template: the exact
+template matters less than its stability, since a prefix hit needs identical rendered prefixes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from hashlib import blake2b
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "BuiltinTokenizer",
+    "Tokenizer",
+    "TokenizerUnavailable",
+    "TokenizersTokenizer",
+    "load_tokenizer",
+    "render_chat",
+]
+
+_PIECE = re.compile(r" ?[^\W_]{1,6}| ?_{1,6}| ?[^\w\s]|\s+")
+_ID_MASK = (1 << 31) - 1
+
+
+class TokenizerUnavailable(RuntimeError):
+    """A configured tokenizer cannot be loaded (package missing, file missing or invalid)."""
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What the serving stack needs from a tokenizer: stable text -> ids (each in [0, 2**32))."""
+
+    @property
+    def name(self) -> str: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+
+@lru_cache(maxsize=1 << 18)
+def _piece_id(piece: str) -> int:
+    digest = blake2b(piece.encode("utf-8"), digest_size=4, person=b"agentctl-tok").digest()
+    return int.from_bytes(digest, "little") & _ID_MASK
+
+
+class BuiltinTokenizer:
+    """Deterministic hash-of-pieces tokenizer (see the module docstring)."""
+
+    name = "builtin"
+
+    def encode(self, text: str) -> list[int]:
+        return [_piece_id(p) for p in _PIECE.findall(text)]
+
+    def pieces(self, text: str) -> list[str]:
+        """The text pieces `encode` maps to ids (joined, they give back `text`)."""
+        return list(_PIECE.findall(text))
+
+
+class TokenizersTokenizer:
+    """A HuggingFace `tokenizer.json` through the `tokenizers` package (no special tokens
+    added: the chat template already spells out the turn markers)."""
+
+    def __init__(self, path: str | Path) -> None:
+        try:
+            from tokenizers import Tokenizer as HfTokenizer
+        except ImportError as exc:
+            raise TokenizerUnavailable(
+                "the 'tokenizers' package is not installed: pip install 'agentctl[tokenizers]' "
+                "(or leave the tokenizer unset to use the built-in one)"
+            ) from exc
+        p = Path(path)
+        if not p.is_file():
+            raise TokenizerUnavailable(f"tokenizer file not found: {p}")
+        try:
+            self._tok = HfTokenizer.from_file(str(p))
+        except Exception as exc:  # the Rust side raises plain Exception
+            raise TokenizerUnavailable(f"cannot load tokenizer {p}: {exc}") from exc
+        self.name = f"tokenizers:{p.name}"
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=False).ids)
+
+
+def load_tokenizer(path: str | Path | None) -> Tokenizer:
+    """The built-in tokenizer for None / "" / "builtin", else a `tokenizer.json` file."""
+    if path is None or str(path) in ("", "builtin"):
+        return BuiltinTokenizer()
+    return TokenizersTokenizer(path)
+
+
+def _content_text(content: object) -> str:
+    """OpenAI message content: a string, or a list of parts of which text parts count."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        parts: list[str] = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, Mapping):
+                if isinstance(part.get("text"), str):
+                    parts.append(part["text"])
+                else:  # images, audio...: a stable stand-in so they still count
+                    parts.append(_canonical(part))
+        return "".join(parts)
+    return _canonical(content)
+
+
+def _canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def render_chat(
+    messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True
+) -> str:
+    """One string for a conversation: `<|im_start|>{role}[ name]\\n{content}<|im_end|>\\n` per
+    message (tool calls appended as canonical JSON), then `<|im_start|>assistant\\n`."""
+    out: list[str] = []
+    for m in messages:
+        role = str(m.get("role", "user"))
+        name = m.get("name")
+        head = f"{role} {name}" if isinstance(name, str) and name else role
+        body = _content_text(m.get("content"))
+        tool_calls = m.get("tool_calls")
+        if tool_calls:
+            body += "\n<tool_calls>" + _canonical(tool_calls) + "</tool_calls>"
+        call_id = m.get("tool_call_id")
+        if isinstance(call_id, str) and call_id:
+            body = f"<tool_call_id>{call_id}</tool_call_id>\n" + body
+        out.append(f"<|im_start|>{head}\n{body}<|im_end|>\n")
+    if add_generation_prompt:
+        out.append("<|im_start|>assistant\n")
+    return "".join(out)

@@ -1,0 +1,458 @@
+"""The worker's HTTP API: OpenAI-compatible completions over a simulated engine.
+
+Routes: `POST /v1/completions`, `POST /v1/chat/completions` (SSE with `stream: true`, ending
+with `data: [DONE]`; else JSON with `usage.prompt_tokens_details.cached_tokens`),
+`GET /v1/models`, `GET /health` (engine stats), `GET /metrics` (Prometheus, vLLM names),
+`POST /v1/admin/reset_prefix_cache` (also `/reset_prefix_cache`, vLLM's path).
+
+Bodies are read and parsed here rather than by FastAPI so that every bad input gets an OpenAI
+error body and a 4xx: malformed JSON 400, invalid fields 400, a body over `max_body_bytes` 413,
+a prompt larger than the whole KV cache 400. A client that disconnects (mid-stream or while
+waiting for a JSON response) has its request cancelled in the engine, releasing its blocks.
+Generated text is deterministic filler: the simulation models timing and caching, not content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
+
+from agentctl.serving.config import WorkerConfig
+from agentctl.serving.engine import EngineCore, RequestTooLarge
+from agentctl.serving.events import ZmqEventPublisher
+from agentctl.serving.protocol import (
+    SSE_DONE,
+    ProtocolError,
+    RequestKind,
+    chat_chunk,
+    chat_completion_response,
+    completion_chunk,
+    completion_response,
+    error_body,
+    parse_json_body,
+    read_limited,
+    sse,
+    to_request_spec,
+    usage,
+    usage_chunk,
+)
+from agentctl.serving.tokenizer import Tokenizer, load_tokenizer
+from agentctl.serving.worker.metrics import CONTENT_TYPE_LATEST, WorkerMetrics
+from agentctl.serving.worker.runner import EngineRunner, Output, RequestHandle
+
+__all__ = ["FILLER", "WorkerState", "create_app", "filler_text"]
+
+#: the generated "text": token i is FILLER[i % len(FILLER)]
+FILLER = (" lorem", " ipsum", " dolor", " sit", " amet", ",", " consectetur", " adipiscing", ".")
+
+
+def filler_text(start: int, count: int) -> str:
+    """The text of generated tokens `start .. start + count - 1`."""
+    n = len(FILLER)
+    return "".join(FILLER[i % n] for i in range(start, start + count))
+
+
+class WorkerState:
+    """What the routes share; the runner exists only while the app is started (lifespan)."""
+
+    def __init__(self, config: WorkerConfig, tokenizer: Tokenizer, metrics: WorkerMetrics):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.metrics = metrics
+        self.runner: EngineRunner | None = None
+        self.publisher: ZmqEventPublisher | None = None
+        self.started_at = int(time.time())
+
+    def require_runner(self) -> EngineRunner:
+        if self.runner is None or not self.runner.running:
+            raise ProtocolError("The engine is not running.", 503, type="service_unavailable")
+        return self.runner
+
+
+def _status_type(status: int) -> str:
+    return {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        404: "not_found_error",
+        405: "invalid_request_error",
+        413: "invalid_request_error",
+        503: "service_unavailable",
+    }.get(status, "invalid_request_error" if status < 500 else "internal_server_error")
+
+
+def create_app(config: WorkerConfig) -> FastAPI:
+    """The worker app. Sockets (KV events) are bound and the engine loop started in the app's
+    lifespan, so building the app has no side effects; a bad tokenizer fails here."""
+    state = WorkerState(config, load_tokenizer(config.tokenizer), WorkerMetrics(config.model))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ev = config.events
+        publisher = None
+        if ev.endpoint:
+            publisher = ZmqEventPublisher(
+                ev.endpoint, ev.replay_endpoint, ev.topic, ev.buffer_steps
+            )
+        runner = EngineRunner(
+            EngineCore(config.engine_config(), config.cost_model()),
+            publisher=publisher,
+            metrics=state.metrics,
+        )
+        await runner.start()
+        state.runner, state.publisher = runner, publisher
+        try:
+            yield
+        finally:
+            await runner.stop()
+            state.runner = None
+            if publisher is not None:
+                publisher.close()
+
+    app = FastAPI(
+        title="agentctl simulated engine worker",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.worker = state
+    _install_error_handlers(app)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await _generate(state, request, "completion")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await _generate(state, request, "chat")
+
+    @app.get("/v1/models")
+    async def models() -> Response:
+        eng = config.engine
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": config.model,
+                        "object": "model",
+                        "created": state.started_at,
+                        "owned_by": "agentctl",
+                        "max_model_len": eng.capacity_blocks * eng.block_size,
+                    }
+                ],
+            }
+        )
+
+    @app.get("/health")
+    async def health() -> Response:
+        runner = state.runner
+        if runner is None or not runner.running:
+            return JSONResponse(
+                {"status": "starting", **error_body("engine not running", "service_unavailable")},
+                status_code=503,
+            )
+        eng = config.engine
+        return JSONResponse(
+            {
+                "status": "ok",
+                "model": config.model,
+                "tokenizer": state.tokenizer.name,
+                "block_size": eng.block_size,
+                "capacity_blocks": eng.capacity_blocks,
+                "max_num_batched_tokens": eng.max_num_batched_tokens,
+                "max_num_seqs": eng.max_num_seqs,
+                "time_scale": config.cost.time_scale,
+                "kv_events": {
+                    "endpoint": config.events.endpoint,
+                    "replay_endpoint": config.events.replay_endpoint,
+                    "topic": config.events.topic,
+                },
+                **runner.stats(),
+            }
+        )
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def reset_prefix_cache() -> Response:
+        await state.require_runner().reset_prefix_cache()
+        return JSONResponse({"status": "ok"})
+
+    app.add_api_route("/v1/admin/reset_prefix_cache", reset_prefix_cache, methods=["POST"])
+    app.add_api_route("/reset_prefix_cache", reset_prefix_cache, methods=["POST"])
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as an OpenAI error body."""
+
+    async def on_protocol_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ProtocolError)
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return JSONResponse(
+            error_body(str(exc.detail), _status_type(exc.status_code), code=exc.status_code),
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        return JSONResponse(error_body(str(exc)), status_code=400)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        return JSONResponse(
+            error_body(f"internal error: {type(exc).__name__}", "internal_server_error"),
+            status_code=500,
+        )
+
+    app.add_exception_handler(ProtocolError, on_protocol_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+# ---- generation -----------------------------------------------------------------------------
+
+
+async def _generate(state: WorkerState, request: Request, kind: RequestKind) -> Response:
+    cfg = state.config
+    runner = state.require_runner()
+    raw = await read_limited(
+        request.stream(), cfg.max_body_bytes, request.headers.get("content-length")
+    )
+    body = parse_json_body(raw)
+    rid = uuid.uuid4().hex
+    spec = to_request_spec(
+        body,
+        request.headers,
+        state.tokenizer,
+        cfg.engine.block_size,
+        rid,
+        kind=kind,
+        default_max_tokens=cfg.default_max_tokens,
+        arrival_s=runner.now(),
+    )
+    try:
+        handle = runner.submit(spec)
+    except RequestTooLarge as exc:
+        raise ProtocolError(
+            f"This request needs more KV cache than the worker has: {exc}.",
+            param="messages" if kind == "chat" else "prompt",
+            code="context_length_exceeded",
+        ) from None
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
+    model = body.get("model") if isinstance(body.get("model"), str) else None
+    ctx = _ResponseContext(
+        kind=kind,
+        response_id=("chatcmpl-" if kind == "chat" else "cmpl-") + rid,
+        model=model or cfg.model,
+        created=int(time.time()),
+        include_usage=bool(spec.extra.get("include_usage")),
+    )
+    headers = {"X-Request-Id": rid}
+    if spec.extra.get("stream"):
+        return _SSEResponse(
+            _stream(runner, handle, ctx),
+            on_disconnect=lambda: _abandon(runner, handle),
+            headers={**headers, "Cache-Control": "no-cache"},
+        )
+    return await _collect(runner, handle, ctx, request, headers)
+
+
+class _ResponseContext:
+    __slots__ = ("created", "include_usage", "kind", "model", "response_id")
+
+    def __init__(
+        self, *, kind: RequestKind, response_id: str, model: str, created: int, include_usage: bool
+    ) -> None:
+        self.kind = kind
+        self.response_id = response_id
+        self.model = model
+        self.created = created
+        self.include_usage = include_usage
+
+    def chunk(self, text: str, finish_reason: str | None = None) -> str:
+        if self.kind == "chat":
+            delta: dict[str, Any] = {"content": text} if text else {}
+            return sse(chat_chunk(self.response_id, self.model, self.created, delta, finish_reason))
+        return sse(
+            completion_chunk(self.response_id, self.model, self.created, text, finish_reason)
+        )
+
+    def usage_of(self, h: RequestHandle) -> dict[str, Any]:
+        return usage(h.spec.prompt_tokens, h.generated, h.cached_tokens)
+
+
+def _abandon(runner: EngineRunner, h: RequestHandle) -> None:
+    """The client is gone: free the request's blocks now and end its stream."""
+    if runner.cancel(h.request_id):
+        h.queue.put_nowait(Output("abort", reason="client disconnected"))
+
+
+class _SSEResponse(Response):
+    """A streaming response that reacts to a client disconnect by calling `on_disconnect`
+    directly, instead of relying on cancelling the streaming task as Starlette's
+    `StreamingResponse` does: that cancellation is only delivered once the task waits on an
+    unfinished future, and the engine loop keeps finishing the token queue's futures, so under
+    load the disconnect could go unnoticed for seconds while the engine kept generating."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        content: AsyncIterator[str],
+        *,
+        on_disconnect: Callable[[], None],
+        headers: dict[str, str],
+    ) -> None:
+        # not Response.__init__: it would render an empty body and send Content-Length: 0
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)
+        self._content = content
+        self._on_disconnect = on_disconnect
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    self._on_disconnect()
+                    return
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for chunk in self._content:
+                if watcher.done():
+                    break
+                await send(
+                    {"type": "http.response.body", "body": chunk.encode(), "more_body": True}
+                )
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # ASGI >= 2.4 servers report a gone client this way
+            self._on_disconnect()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            aclose = getattr(self._content, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+async def _stream(
+    runner: EngineRunner, h: RequestHandle, ctx: _ResponseContext
+) -> AsyncIterator[str]:
+    """SSE chunks, one per token; ends early with an error event if the request is aborted
+    (shutdown, or the client gone: see `_SSEResponse`). If the generator is closed before the
+    end, the `finally` releases the request in the engine."""
+    ended = False
+    sent = 0
+    try:
+        if ctx.kind == "chat":
+            yield sse(
+                chat_chunk(
+                    ctx.response_id, ctx.model, ctx.created, {"role": "assistant", "content": ""}
+                )
+            )
+        while not ended:
+            outs = [await h.queue.get()]
+            while not h.queue.empty():
+                outs.append(h.queue.get_nowait())
+            parts: list[str] = []
+            for out in outs:
+                if out.kind == "token":
+                    parts.append(ctx.chunk(filler_text(sent, 1)))
+                    sent += 1
+                elif out.kind == "finish":
+                    parts.append(ctx.chunk("", out.reason or "length"))
+                    if ctx.include_usage:
+                        parts.append(
+                            sse(
+                                usage_chunk(
+                                    ctx.kind,
+                                    ctx.response_id,
+                                    ctx.model,
+                                    ctx.created,
+                                    ctx.usage_of(h),
+                                )
+                            )
+                        )
+                    parts.append(SSE_DONE)
+                    ended = True
+                    break
+                else:
+                    parts.append(sse(error_body(out.reason, "service_unavailable", code=503)))
+                    parts.append(SSE_DONE)
+                    ended = True
+                    break
+            yield "".join(parts)
+    finally:
+        if not ended:
+            runner.cancel(h.request_id)
+
+
+async def _wait_disconnect(request: Request) -> None:
+    """Returns when the client closes the connection (the body has been read already)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _drain(h: RequestHandle) -> Output:
+    while True:
+        out = await h.queue.get()
+        if out.kind != "token":
+            return out
+
+
+async def _collect(
+    runner: EngineRunner,
+    h: RequestHandle,
+    ctx: _ResponseContext,
+    request: Request,
+    headers: dict[str, str],
+) -> Response:
+    final = asyncio.ensure_future(_drain(h))
+    gone = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        await asyncio.wait({final, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not final.done():
+            final.cancel()
+            runner.cancel(h.request_id)
+        gone.cancel()
+        for t in (final, gone):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+    if final.cancelled():
+        return JSONResponse(error_body("client closed request", code=499), status_code=499)
+    out = final.result()
+    if out.kind == "abort":
+        return JSONResponse(
+            error_body(out.reason, "service_unavailable", code=503),
+            status_code=503,
+            headers=headers,
+        )
+    text = filler_text(0, h.generated)
+    build = chat_completion_response if ctx.kind == "chat" else completion_response
+    body = build(ctx.response_id, ctx.model, ctx.created, text, out.reason, ctx.usage_of(h))
+    return JSONResponse(body, headers=headers)
