@@ -25,16 +25,14 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentctl.serving.config import RouterConfig, RouterWorkerSettings
+from agentctl.serving.http import install_error_handlers
 from agentctl.serving.protocol import (
     ProtocolError,
     RequestKind,
-    error_body,
     parse_json_body,
     read_limited,
     to_request_spec,
@@ -62,14 +60,6 @@ class RouterState:
         if self.forwarder is None:
             raise ProtocolError("The router is not running.", 503, type="service_unavailable")
         return self.forwarder
-
-
-def _status_type(status: int) -> str:
-    return {
-        404: "not_found_error",
-        409: "conflict_error",
-        503: "service_unavailable",
-    }.get(status, "invalid_request_error" if status < 500 else "internal_server_error")
 
 
 def create_app(config: RouterConfig) -> FastAPI:
@@ -119,7 +109,12 @@ def create_app(config: RouterConfig) -> FastAPI:
         openapi_url=None,
     )
     app.state.router = state
-    _install_error_handlers(app)
+
+    def count_refused(request: Request, exc: ProtocolError) -> None:
+        state: RouterState = request.app.state.router
+        state.registry.metrics.rejected.labels(str(exc.status)).inc()
+
+    install_error_handlers(app, on_refused=count_refused)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -257,35 +252,3 @@ async def _models(state: RouterState) -> list[dict[str, Any]]:
             if isinstance(mid, str) and mid not in seen:
                 seen[mid] = m
     return list(seen.values())
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    """Every error leaves as an OpenAI error body."""
-
-    async def on_protocol_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ProtocolError)
-        state: RouterState = request.app.state.router
-        state.registry.metrics.rejected.labels(str(exc.status)).inc()
-        return JSONResponse(exc.body(), status_code=exc.status)
-
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        return JSONResponse(
-            error_body(str(exc.detail), _status_type(exc.status_code), code=exc.status_code),
-            status_code=exc.status_code,
-            headers=exc.headers,
-        )
-
-    async def on_validation_error(request: Request, exc: Exception) -> Response:
-        return JSONResponse(error_body(str(exc)), status_code=400)
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        return JSONResponse(
-            error_body(f"internal error: {type(exc).__name__}", "internal_server_error"),
-            status_code=500,
-        )
-
-    app.add_exception_handler(ProtocolError, on_protocol_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(Exception, on_unexpected)

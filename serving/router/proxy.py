@@ -20,14 +20,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any, TypeVar
 
 import httpx
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
 
+from agentctl.serving.http import SSEResponse
 from agentctl.serving.protocol import SESSION_HEADER, SSE_DONE, error_body, sse
 from agentctl.serving.router.policies import NoEligibleWorker
 from agentctl.serving.router.registry import Registry, Routed, WorkerEntry
@@ -86,60 +86,6 @@ async def _anext_or_none(it: AsyncIterator[bytes]) -> bytes | None:
         return await it.__anext__()
     except StopAsyncIteration:
         return None
-
-
-class _SSEResponse(Response):
-    """A streaming response that notices a client disconnect at once and calls
-    `on_disconnect` (the worker app's pattern: Starlette's `StreamingResponse` only sees it
-    when the generator next awaits an unfinished future)."""
-
-    media_type = "text/event-stream"
-
-    def __init__(
-        self,
-        content: AsyncIterator[bytes],
-        *,
-        on_disconnect: Callable[[], None],
-        headers: dict[str, str],
-        status_code: int = 200,
-    ) -> None:
-        self.status_code = status_code
-        self.background = None
-        self.init_headers(headers)
-        self._content = content
-        self._on_disconnect = on_disconnect
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def watch() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    self._on_disconnect()
-                    return
-
-        watcher = asyncio.ensure_future(watch())
-        try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                }
-            )
-            async for chunk in self._content:
-                if watcher.done():
-                    break
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:
-            self._on_disconnect()
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            aclose = getattr(self._content, "aclose", None)
-            if aclose is not None:
-                await aclose()
 
 
 def _is_token_chunk(chunk: bytes, kind: object) -> bool:
@@ -226,7 +172,7 @@ class Forwarder:
                 if v is not None:
                     out_headers[k] = v
             if stream and upstream.status_code == 200:
-                return _SSEResponse(
+                return SSEResponse(
                     self._relay(routed, spec, upstream, abort, t0),
                     on_disconnect=abort.set,
                     headers={**out_headers, "Cache-Control": "no-cache"},

@@ -18,19 +18,17 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
 
 from agentctl.serving.config import WorkerConfig
 from agentctl.serving.engine import EngineCore, RequestTooLarge
 from agentctl.serving.events import ZmqEventPublisher
+from agentctl.serving.http import SSEResponse, install_error_handlers
 from agentctl.serving.protocol import (
     SSE_DONE,
     ProtocolError,
@@ -80,17 +78,6 @@ class WorkerState:
         return self.runner
 
 
-def _status_type(status: int) -> str:
-    return {
-        400: "invalid_request_error",
-        401: "authentication_error",
-        404: "not_found_error",
-        405: "invalid_request_error",
-        413: "invalid_request_error",
-        503: "service_unavailable",
-    }.get(status, "invalid_request_error" if status < 500 else "internal_server_error")
-
-
 def create_app(config: WorkerConfig) -> FastAPI:
     """The worker app. Sockets (KV events) are bound and the engine loop started in the app's
     lifespan, so building the app has no side effects; a bad tokenizer fails here."""
@@ -127,7 +114,7 @@ def create_app(config: WorkerConfig) -> FastAPI:
         openapi_url=None,
     )
     app.state.worker = state
-    _install_error_handlers(app)
+    install_error_handlers(app)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -196,36 +183,6 @@ def create_app(config: WorkerConfig) -> FastAPI:
     return app
 
 
-def _install_error_handlers(app: FastAPI) -> None:
-    """Every error leaves as an OpenAI error body."""
-
-    async def on_protocol_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ProtocolError)
-        return JSONResponse(exc.body(), status_code=exc.status)
-
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        return JSONResponse(
-            error_body(str(exc.detail), _status_type(exc.status_code), code=exc.status_code),
-            status_code=exc.status_code,
-            headers=exc.headers,
-        )
-
-    async def on_validation_error(request: Request, exc: Exception) -> Response:
-        return JSONResponse(error_body(str(exc)), status_code=400)
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        return JSONResponse(
-            error_body(f"internal error: {type(exc).__name__}", "internal_server_error"),
-            status_code=500,
-        )
-
-    app.add_exception_handler(ProtocolError, on_protocol_error)
-    app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(Exception, on_unexpected)
-
-
 # ---- generation -----------------------------------------------------------------------------
 
 
@@ -267,7 +224,7 @@ async def _generate(state: WorkerState, request: Request, kind: RequestKind) -> 
     )
     headers = {"X-Request-Id": rid}
     if spec.extra.get("stream"):
-        return _SSEResponse(
+        return SSEResponse(
             _stream(runner, handle, ctx),
             on_disconnect=lambda: _abandon(runner, handle),
             headers={**headers, "Cache-Control": "no-cache"},
@@ -305,63 +262,11 @@ def _abandon(runner: EngineRunner, h: RequestHandle) -> None:
         h.queue.put_nowait(Output("abort", reason="client disconnected"))
 
 
-class _SSEResponse(Response):
-    """A streaming response that reacts to a client disconnect by calling `on_disconnect`
-    directly, instead of relying on cancelling the streaming task as Starlette's
-    `StreamingResponse` does: that cancellation is only delivered once the task waits on an
-    unfinished future, and the engine loop keeps finishing the token queue's futures, so under
-    load the disconnect could go unnoticed for seconds while the engine kept generating."""
-
-    media_type = "text/event-stream"
-
-    def __init__(
-        self,
-        content: AsyncIterator[str],
-        *,
-        on_disconnect: Callable[[], None],
-        headers: dict[str, str],
-    ) -> None:
-        # not Response.__init__: it would render an empty body and send Content-Length: 0
-        self.status_code = 200
-        self.background = None
-        self.init_headers(headers)
-        self._content = content
-        self._on_disconnect = on_disconnect
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def watch() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    self._on_disconnect()
-                    return
-
-        watcher = asyncio.ensure_future(watch())
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for chunk in self._content:
-                if watcher.done():
-                    break
-                await send(
-                    {"type": "http.response.body", "body": chunk.encode(), "more_body": True}
-                )
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except OSError:  # ASGI >= 2.4 servers report a gone client this way
-            self._on_disconnect()
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            aclose = getattr(self._content, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
-
 async def _stream(
     runner: EngineRunner, h: RequestHandle, ctx: _ResponseContext
 ) -> AsyncIterator[str]:
     """SSE chunks, one per token; ends early with an error event if the request is aborted
-    (shutdown, or the client gone: see `_SSEResponse`). If the generator is closed before the
+    (shutdown, or the client gone: see `SSEResponse`). If the generator is closed before the
     end, the `finally` releases the request in the engine."""
     ended = False
     sent = 0
