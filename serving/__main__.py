@@ -127,6 +127,9 @@ def _add_router_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-size", type=int, help="the workers' KV block size (default 64)")
     p.add_argument("--tokenizer", metavar="PATH", help="the workers' tokenizer.json")
     p.add_argument("--health-interval", type=float, help="seconds between health polls (1.0)")
+    p.add_argument(
+        "--time-scale", type=float, help="the workers' cost-model time scale (1.0), for kv"
+    )
     p.add_argument("--max-body-bytes", type=int, help="request body limit (16 MiB)")
     p.add_argument("--default-max-tokens", type=int, help="max_tokens when unset (256)")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
@@ -186,6 +189,7 @@ def _run_router(args: argparse.Namespace) -> int:
                 "block_size": args.block_size,
                 "tokenizer": args.tokenizer,
                 "health_interval_s": args.health_interval,
+                "time_scale": args.time_scale,
                 "max_body_bytes": args.max_body_bytes,
                 "default_max_tokens": args.default_max_tokens,
                 "log_level": args.log_level,

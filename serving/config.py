@@ -231,6 +231,9 @@ class RouterConfig(_Strict):
     #: predicted-layer TTL of the block index (routed, not yet confirmed by events)
     predicted_ttl_s: float = Field(default=5.0, gt=0.0)
     approximate_ttl_s: float = Field(default=120.0, gt=0.0)
+    #: the workers' cost-model time scale: the `kv` policy predicts in wall-clock ms, and the
+    #: router measures queue progress on the wall clock, so both must run at the same speed
+    time_scale: float = Field(default=1.0, gt=0.0)
     log_level: str = "info"
     workers: list[RouterWorkerSettings] = Field(default_factory=list)
 

@@ -1,22 +1,26 @@
 """`python -m agentctl.serving bench replay TRACE`: every policy on one trace, vs round-robin.
 
-`--mode sim` (the default, and for now the only mode) replays through simulated engines on a
-virtual clock, deterministic for `--seed`. Output: a table, or with `--json` the envelope
-`{ok, data, errors, meta}` with per-policy results and ratios against round-robin.
+`--mode sim` (the default) replays through simulated engines on a virtual clock, deterministic
+for `--seed`; `--mode live` starts real router and worker processes on loopback for each policy
+and replays on the wall clock at `--time-scale` (see `live.py`). Output: a table, or with
+`--json` the envelope `{ok, data, errors, meta}` with per-policy results and ratios against
+round-robin.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from agentctl.serving.bench.metrics import PolicyResult
 from agentctl.serving.bench.report import format_table, to_json
 from agentctl.serving.bench.sim import SimOptions, compare
-from agentctl.serving.bench.workload import load_workload
+from agentctl.serving.bench.workload import Workload, load_workload
 from agentctl.serving.costmodel import CostModel
 from agentctl.serving.engine import EngineConfig
 from agentctl.serving.router import policy_names
@@ -44,16 +48,21 @@ def add_replay_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--think-scale", type=float, default=1.0)
     ap.add_argument("--rate-scale", type=float, default=1.0, help="Mooncake arrival speed-up")
     ap.add_argument("--capacity-blocks", type=int, default=EngineConfig().capacity_blocks)
-    ap.add_argument("--time-scale", type=float, default=1.0, help="cost model time scale")
+    ap.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="sim: multiplier on step times; live: wall seconds per trace second",
+    )
+    ap.add_argument(
+        "--max-wall", type=float, help="live: stop sending after this many wall seconds"
+    )
     ap.add_argument("--kv-event-delay", type=float, default=0.0, help="seconds")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    if args.mode == "live":
-        print("error: --mode live is not implemented yet; use --mode sim", file=sys.stderr)
-        return 2
     known = set(policy_names())
     policies = args.policies or DEFAULT_POLICIES
     unknown = [p for p in policies if p not in known]
@@ -87,16 +96,22 @@ def run_replay(args: argparse.Namespace) -> int:
     def progress(name: str, res: PolicyResult) -> None:
         print(f"# {name}: {res.completed} done in {res.wall_s:.1f}s wall", file=sys.stderr)
 
-    results = compare(
-        wl,
-        policies,
-        workers=args.workers,
-        engine_config=EngineConfig(capacity_blocks=args.capacity_blocks),
-        cost=CostModel(time_scale=args.time_scale),
-        seed=args.seed,
-        options=SimOptions(kv_event_delay_s=args.kv_event_delay),
-        progress=progress,
-    )
+    engine_config = EngineConfig(capacity_blocks=args.capacity_blocks)
+    if args.mode == "live":
+        results = _live(args, wl, policies, engine_config, progress)
+        if results is None:
+            return 1
+    else:
+        results = compare(
+            wl,
+            policies,
+            workers=args.workers,
+            engine_config=engine_config,
+            cost=CostModel(time_scale=args.time_scale),
+            seed=args.seed,
+            options=SimOptions(kv_event_delay_s=args.kv_event_delay),
+            progress=progress,
+        )
     if args.json:
         doc = {
             "ok": True,
@@ -124,6 +139,39 @@ def run_replay(args: argparse.Namespace) -> int:
         )
         print(format_table(results))
     return 0
+
+
+def _live(
+    args: argparse.Namespace,
+    wl: Workload,
+    policies: list[str],
+    engine_config: EngineConfig,
+    progress: Callable[[str, PolicyResult], None],
+) -> list[PolicyResult] | None:
+    from agentctl.serving.bench.live import LiveOptions, run_live
+    from agentctl.serving.cluster import ClusterError
+
+    opts = LiveOptions(
+        time_scale=args.time_scale,
+        max_wall_s=args.max_wall if args.max_wall is not None else math.inf,
+    )
+    results: list[PolicyResult] = []
+    for name in policies:
+        try:
+            res = run_live(
+                wl,
+                policy_name=name,
+                workers=args.workers,
+                engine_config=engine_config,
+                seed=args.seed,
+                options=opts,
+            )
+        except ClusterError as exc:
+            print(f"error: {name}: {exc}", file=sys.stderr)
+            return None
+        results.append(res)
+        progress(name, res)
+    return results
 
 
 def _version() -> str:

@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from agentctl.serving.config import RouterConfig, RouterWorkerSettings
+from agentctl.serving.costmodel import CostModel
 from agentctl.serving.http import install_error_handlers
 from agentctl.serving.protocol import (
     ProtocolError,
@@ -67,7 +68,10 @@ def create_app(config: RouterConfig) -> FastAPI:
     health loop and the HTTP client start in the lifespan. `ValueError` for a bad policy or
     duplicate worker ids, `TokenizerUnavailable` for a bad tokenizer."""
     metrics = RouterMetrics()
-    policy = make_policy(config.policy, **config.policy_options)
+    options = dict(config.policy_options)
+    if config.policy == "kv" and "cost" not in options:
+        options["cost"] = CostModel(time_scale=config.time_scale)
+    policy = make_policy(config.policy, **options)
     registry = Registry(
         policy,
         block_size=config.block_size,

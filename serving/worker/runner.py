@@ -185,6 +185,7 @@ class EngineRunner:
             "prefix_cache_queries": core.prefix_cache_queries,
             "prefix_cache_hits": core.prefix_cache_hits,
             "num_preemptions": core.num_preemptions,
+            "prefill_tokens_total": core.total_prefill_tokens,
             "num_finished": core.num_finished,
             "open_requests": len(self._handles),
             "steps": self.steps,
