@@ -121,7 +121,7 @@ def run_sim(
     policy = make_policy(policy_name, **_policy_options(policy_name, cost, seed, policy_opts))
     bs = cfg.block_size
     capacity_tokens = cfg.capacity_blocks * bs
-    event_seq = [0] * workers
+    event_seq = [-1] * workers  # vLLM numbers from 0; the index expects 0 first
     busy = [False] * workers
     steps = [0] * workers
     idle_steps = [0] * workers
@@ -319,6 +319,10 @@ def run_sim(
     }
     if use_index:
         extra["index_blocks"] = float(index.stats().confirmed_blocks)
+        extra["index_bytes"] = float(index.memory_bytes())
+        st = index.stats()
+        extra["index_gaps"] = float(st.gaps)
+        extra["index_resets"] = float(st.resets)
     return summarize(
         policy_name,
         all_records,

@@ -29,8 +29,9 @@ Time is always passed in (`now`, seconds, non-decreasing); nothing here does I/O
 from __future__ import annotations
 
 import math
+import sys
 from bisect import bisect_right
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, repeat, takewhile
@@ -129,6 +130,34 @@ def leading_depths(
             out[slot] = nxt
         pos = nxt
     return out
+
+
+def deep_sizeof(obj: object) -> int:
+    """`sys.getsizeof` summed over everything reachable through containers, `__dict__` and
+    `__slots__`, each object once. Types and callables are not followed."""
+    seen: set[int] = set()
+    total = 0
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if id(o) in seen or isinstance(o, type) or callable(o):
+            continue
+        seen.add(id(o))
+        total += sys.getsizeof(o)
+        if isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif isinstance(o, list | tuple | set | frozenset | deque):
+            stack.extend(o)
+        elif not isinstance(o, str | bytes | int | float | bool):
+            d = getattr(o, "__dict__", None)
+            if d is not None:
+                stack.append(d)
+            for cls in type(o).__mro__:
+                for name in getattr(cls, "__slots__", ()):
+                    if hasattr(o, name):
+                        stack.append(getattr(o, name))
+    return total
 
 
 class _TtlLayer:
@@ -577,6 +606,13 @@ class BlockIndex:
             overflow_evictions=self._overflow,
             pending_events=sum(len(w.pending) for w in self._workers.values()),
         )
+
+    def memory_bytes(self) -> int:
+        """Bytes the index holds (containers, keys, values, per-worker state), walked once.
+
+        O(blocks): for reports after a run (the replay benchmark's `index_bytes`), not for a hot
+        path. Objects shared with the caller (a hash tuple's ints) are counted once."""
+        return deep_sizeof(self)
 
     def internal_sizes(self) -> dict[str, int]:
         """Entry counts of every internal container (tests assert these reach 0: no leaks)."""

@@ -349,3 +349,24 @@ def test_leading_depths_matches_a_naive_walk(seed: int) -> None:
     for _ in range(20):
         hashes = rng.sample(universe, rng.randint(0, 40))
         assert leading_depths(layers, hashes) == naive_depths(layers, hashes)
+
+
+def test_memory_bytes_follows_what_the_index_holds() -> None:
+    import tracemalloc
+
+    idx = BlockIndex()
+    idx.add_worker("w0", 100_000)
+    empty = idx.memory_bytes()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    idx.apply("w0", 0, [BlockStored(tuple(range(1, 20_001)), None)], 0.0)
+    traced = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    full = idx.memory_bytes()
+    # the walk counts what tracemalloc saw being allocated, within the ints' sharing
+    assert 0.5 * traced < full - empty < 2.0 * traced
+    idx.apply("w0", 1, [BlockRemoved(tuple(range(1, 20_001)))], 0.0)
+    # emptied hash tables keep their size (CPython never shrinks a dict in place): what is
+    # left is well under the full index, keys and values gone
+    assert idx.memory_bytes() < empty + 0.75 * (full - empty)
+    assert idx.stats().pending_events == 0
