@@ -7,6 +7,7 @@ SQLAlchemy, YAML) are translated where they are caught, so callers never see the
     ├── UsageError                exit 2   bad flags, bad patterns
     ├── ConfigError               exit 2   settings file or environment invalid
     ├── InventoryError            exit 2   malformed inventory (file, line, field)
+    ├── PlaybookError             exit 2   malformed playbook, template or condition
     ├── StoreError                exit 1   database unreachable or migration failed
     ├── RemoteError               exit 1   base for one host's troubles
     │   ├── UnreachableError      exit 4   connect refused, DNS, timeout before auth
@@ -14,7 +15,8 @@ SQLAlchemy, YAML) are translated where they are caught, so callers never see the
     │   ├── AuthError             exit 5   authentication refused
     │   ├── CommandTimeout        exit 3   a remote step outlived its deadline
     │   ├── SudoError             exit 3   sudo refused or needs a password we do not have
-    │   └── TransferError         exit 3   SFTP failure or checksum mismatch
+    │   ├── TransferError         exit 3   SFTP failure or checksum mismatch
+    │   └── OperationError        exit 3   a playbook operation failed on a host
     ├── HostsFailed               exit 3   the fan-out finished, some hosts failed
     ├── VerificationError         exit 6   a checksum, schema or signature did not verify
     └── Interrupted               exit 130
@@ -74,11 +76,11 @@ class ConfigError(AgentctlError):
     kind = "config"
 
 
-class InventoryError(AgentctlError):
-    """A malformed inventory; the message names file, line and field."""
+class LocatedError(AgentctlError):
+    """A malformed input file; the message names file, line and field."""
 
     exit_code = ExitCode.USAGE
-    kind = "inventory"
+    kind = "input"
 
     def __init__(
         self,
@@ -97,9 +99,23 @@ class InventoryError(AgentctlError):
         if field:
             where += f"{field}: "
         super().__init__(where + message)
+        #: the message without its location
+        self.detail = message
         self.path = path
         self.line = line
         self.field = field
+
+
+class InventoryError(LocatedError):
+    """A malformed inventory."""
+
+    kind = "inventory"
+
+
+class PlaybookError(LocatedError):
+    """A malformed playbook, or a template or condition that cannot be evaluated for a host."""
+
+    kind = "playbook"
 
 
 class StoreError(AgentctlError):
@@ -151,6 +167,12 @@ class SudoError(RemoteError):
 
 class TransferError(RemoteError):
     kind = "transfer"
+
+
+class OperationError(RemoteError):
+    """A playbook operation could not reach its desired state on a host."""
+
+    kind = "operation"
 
 
 class HostsFailed(AgentctlError):
