@@ -19,7 +19,19 @@ setup(
     packages=packages,
     package_dir=package_dir,
     package_data={
-        "": ["*.yaml", "*.yml", "*.j2", "*.ini", "*.mako", "*.tcss", "*.html", "*.css", "py.typed"]
+        "": [
+            "*.yaml",
+            "*.yml",
+            "*.j2",
+            "*.ini",
+            "*.mako",
+            "*.tcss",
+            "*.html",
+            "*.css",
+            "py.typed",
+            "templates/*.j2",
+            "templates/**/*.j2",
+        ]
     },
     include_package_data=True,
 )

@@ -51,7 +51,22 @@ def outcome_dict(o: HostOutcome) -> dict[str, Any]:
         out["error"] = o.error.to_dict()
     elif o.message:
         out["message"] = o.message
+    if isinstance(o.data, dict) and "tasks" in o.data:  # a playbook's per-task results
+        out["data"] = o.data
     return out
+
+
+def task_summary(data: Any) -> str:
+    """A playbook host's per-task results as text, for the stored run (`runs show`)."""
+    if not isinstance(data, dict) or "tasks" not in data:
+        return ""
+    lines = []
+    for t in data["tasks"]:
+        lines.append(f"{t['status']:8} {t['task']}")
+        lines += [f"         {c}" for c in t.get("changes") or []]
+        if t.get("message") and t["status"] != "ok":
+            lines.append(f"         {t['message']}")
+    return "\n".join(lines) + "\n"
 
 
 def run_recorded(
@@ -115,7 +130,7 @@ def to_host_result(o: HostOutcome) -> HostResult:
         host=o.host,
         status=o.status.value,
         exit_status=o.result.exit_status if o.result else None,
-        stdout=o.result.stdout if o.result else "",
+        stdout=o.result.stdout if o.result else task_summary(o.data),
         stderr=o.result.stderr if o.result else "",
         duration_s=o.duration_s,
         error_kind=o.error_kind,

@@ -239,6 +239,36 @@ def _run_bench(args: argparse.Namespace) -> int:
     return run_replay(args)
 
 
+# ---- supervise ------------------------------------------------------------------------------
+
+
+def _add_supervise_args(p: argparse.ArgumentParser) -> None:
+    from agentctl.serving.supervisor import add_arguments
+
+    add_arguments(p)
+
+
+def _run_supervise(args: argparse.Namespace) -> int:
+    from agentctl.serving.supervisor import run_cli
+
+    return run_cli(args)
+
+
+# ---- admin ----------------------------------------------------------------------------------
+
+
+def _add_admin_args(p: argparse.ArgumentParser) -> None:
+    from agentctl.serving.admin import add_admin_args
+
+    add_admin_args(p)
+
+
+def _run_admin(args: argparse.Namespace) -> int:
+    from agentctl.serving.admin import run_admin
+
+    return run_admin(args)
+
+
 # ---- registry -------------------------------------------------------------------------------
 
 COMMANDS: dict[str, tuple[str, AddArgs, Run]] = {
@@ -256,6 +286,16 @@ COMMANDS: dict[str, tuple[str, AddArgs, Run]] = {
         "benchmarks: `bench replay TRACE` (simulated engines, every policy)",
         _add_bench_args,
         _run_bench,
+    ),
+    "admin": (
+        "the router's admin API from its node: workers, drain, undrain, wait-idle (JSON out)",
+        _add_admin_args,
+        _run_admin,
+    ),
+    "supervise": (
+        "run services without systemd: `supervise start|stop|status|restart` (JSON out)",
+        _add_supervise_args,
+        _run_supervise,
     ),
 }
 

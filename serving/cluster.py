@@ -99,6 +99,7 @@ class LocalCluster:
         self.spec = spec
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="agentctl-cluster-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.workers: dict[str, Process] = {}
         self.router: Process | None = None
 

@@ -235,6 +235,10 @@ class RouterConfig(_Strict):
     #: router measures queue progress on the wall clock, so both must run at the same speed
     time_scale: float = Field(default=1.0, gt=0.0)
     log_level: str = "info"
+    #: a file holding the bearer token `/admin/*` requires (None: admin open, for loopback use)
+    admin_token_file: str | None = None
+    #: where the router keeps which workers are drained, so a drain survives a restart
+    state_file: str | None = None
     workers: list[RouterWorkerSettings] = Field(default_factory=list)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> RouterConfig:

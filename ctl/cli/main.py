@@ -87,12 +87,14 @@ def root(
 def _register() -> None:
     from agentctl.ctl.cli import (
         bench_cmd,
+        bundle_cmd,
         config_cmd,
         demo_cmd,
         facts_cmd,
         hosts_cmd,
         inventory_cmd,
         nodes_cmd,
+        playbook_cmd,
         run_cmd,
         runs_cmd,
         serve_cmd,
@@ -104,11 +106,18 @@ def _register() -> None:
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(bench_cmd.app, name="bench")
     app.add_typer(serve_cmd.app, name="serve")
+    app.add_typer(bundle_cmd.app, name="bundle")
     bench_cmd.app.command("replay", context_settings=serve_cmd.PASS_THROUGH)(serve_cmd.replay)
     app.command("run", context_settings={"allow_interspersed_args": False})(run_cmd.run)
     app.command("facts")(facts_cmd.facts)
     app.command("nodes")(nodes_cmd.nodes)
     app.command("demo")(demo_cmd.demo)
+    app.add_typer(playbook_cmd.app, name="playbook")
+    app.command("provision")(playbook_cmd.provision)
+    app.command("deploy")(playbook_cmd.deploy)
+    app.command("lifecycle")(playbook_cmd.lifecycle)
+    app.command("drain")(playbook_cmd.drain)
+    app.command("undrain")(playbook_cmd.undrain)
 
 
 _register()

@@ -63,6 +63,15 @@ def freeze(value: Any) -> Any:
     return value
 
 
+def thaw(value: Any) -> Any:
+    """Plain dicts and lists again (templates and YAML/JSON writers want them); secrets kept."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [thaw(item) for item in value]
+    return value
+
+
 def public(value: Any) -> Any:
     """JSON-ready copy of a value, with every secret-named entry (at any depth) masked."""
     if isinstance(value, Mapping):

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentctl.ctl.connector import Become, Connector
-from agentctl.ctl.errors import AgentctlError, OperationError, RemoteError
+from agentctl.ctl.errors import AgentctlError, OperationError
 from agentctl.ctl.fanout import Status, TaskOutput
 from agentctl.ctl.inventory import Host, Inventory
+from agentctl.ctl.inventory.frozen import is_secret_name, thaw
 from agentctl.ctl.playbook.model import Playbook, TaskSpec
 from agentctl.ctl.playbook.ops import OPERATIONS
 from agentctl.ctl.playbook.ops.base import HostContext, Operation, Plan
@@ -79,11 +80,15 @@ class HostRun:
         }
 
 
+def _internal(exc: Exception) -> str:
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
 def inventory_context(inventory: Inventory) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """`hostvars` and `groups` as Ansible templates see them (no secrets)."""
     hostvars: dict[str, Any] = {}
     for h in inventory.hosts.values():
-        hv = {k: v for k, v in h.vars.items() if "password" not in k and "secret" not in k}
+        hv = {k: thaw(v) for k, v in h.vars.items() if not is_secret_name(k)}
         hv.update(
             inventory_hostname=h.name,
             ansible_host=h.address,
@@ -135,7 +140,7 @@ class PlaybookRunner:
     def variables(self, host: Host) -> dict[str, Any]:
         """Playbook defaults < inventory < --extra-vars, plus the Ansible magic names."""
         out: dict[str, Any] = dict(self.playbook.vars)
-        out.update(self.hostvars.get(host.name) or {})
+        out.update(thaw(host.vars))  # its own secrets too: `no_log` keeps them out of output
         out.update(
             inventory_hostname=host.name,
             ansible_host=host.address,
@@ -254,8 +259,10 @@ class PlaybookRunner:
                     message=f"cannot tell before earlier changes are made: {exc.message}",
                 )  # fmt: skip
             return self._result(task, "failed", started, label, message=exc.message)
-        except RemoteError as exc:
+        except AgentctlError as exc:
             return self._result(task, "failed", started, label, message=exc.message)
+        except Exception as exc:  # a bug in an operation must not hide where the host stopped
+            return self._result(task, "failed", started, label, message=_internal(exc))
         changes = ["(hidden: no_log)"] if task.no_log and plan.changes else plan.changes
         diff = None if task.no_log else plan.diff
         if self.check:
@@ -272,6 +279,10 @@ class PlaybookRunner:
         except AgentctlError as exc:
             return self._result(
                 task, "failed", started, label, changes=changes, diff=diff, message=exc.message
+            )
+        except Exception as exc:
+            return self._result(
+                task, "failed", started, label, changes=changes, message=_internal(exc)
             )
         status = "changed" if plan.changed else "ok"
         return self._result(task, status, started, label, changes=changes, diff=diff,

@@ -31,6 +31,10 @@ def _to_yaml(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6).strip()
 
 
+def _to_nice_yaml(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=False, sort_keys=False, width=10**6)
+
+
 def _to_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
@@ -44,6 +48,7 @@ def make_environment(template_dirs: Sequence[Path] = ()) -> SandboxedEnvironment
     )
     # yaml / json: embed inventory data in a config file without string-concatenating it
     env.filters["to_yaml"] = _to_yaml
+    env.filters["to_nice_yaml"] = _to_nice_yaml
     env.filters["to_json"] = _to_json
     env.filters["quote"] = _to_json  # a JSON string is also a valid YAML scalar
     return env
@@ -61,6 +66,8 @@ def render_value(env: SandboxedEnvironment, value: Any, context: Mapping[str, An
             return env.from_string(value).render(**context)
         except jinja2.TemplateError as exc:
             raise RenderError(f"{value!r}: {_why(exc)}") from None
+        except Exception as exc:  # a filter's own error (a value YAML cannot represent...)
+            raise RenderError(f"{value!r}: {type(exc).__name__}: {exc}") from None
     if isinstance(value, list):
         return [render_value(env, v, context) for v in value]
     if isinstance(value, dict):
@@ -74,6 +81,8 @@ def evaluate(env: SandboxedEnvironment, expression: str, context: Mapping[str, A
         return bool(env.compile_expression(expression)(**context))
     except jinja2.TemplateError as exc:
         raise RenderError(f"condition {expression!r}: {_why(exc)}") from None
+    except Exception as exc:
+        raise RenderError(f"condition {expression!r}: {type(exc).__name__}: {exc}") from None
 
 
 def render_template(env: SandboxedEnvironment, name: str, context: Mapping[str, Any]) -> str:
@@ -84,6 +93,8 @@ def render_template(env: SandboxedEnvironment, name: str, context: Mapping[str, 
         raise RenderError(f"template {name!r} not found") from None
     except jinja2.TemplateError as exc:
         raise RenderError(f"template {name!r}: {_why(exc)}") from None
+    except Exception as exc:
+        raise RenderError(f"template {name!r}: {type(exc).__name__}: {exc}") from None
 
 
 def _why(exc: jinja2.TemplateError) -> str:

@@ -125,6 +125,8 @@ class PolicyResult:
     wall_s: float = field(default=0.0, compare=False)
     #: CPU seconds of this process during the run (a fairer speed figure on a shared host)
     cpu_s: float = field(default=0.0, compare=False)
+    #: host-dependent measurements (bytes held by the index): reported, not compared
+    measured: dict[str, float] = field(default_factory=dict, compare=False)
     #: the per-request records, when the caller asked to keep them (never in JSON)
     records: list[RequestRecord] = field(default_factory=list, compare=False, repr=False)
 
@@ -143,6 +145,7 @@ class PolicyResult:
         out["e2e_ms"] = {"p50": out.pop("e2e_ms_p50")}
         out["prefill_tokens"] = dict(self.prefill_tokens)
         out["extra"] = dict(self.extra)
+        out["measured"] = dict(self.measured)
         out["captured"] = self.captured
         return out
 
@@ -158,6 +161,7 @@ def summarize(
     wall_s: float = 0.0,
     cpu_s: float = 0.0,
     keep_records: bool = False,
+    measured: Mapping[str, float] | None = None,
 ) -> PolicyResult:
     """Fold the records of one run into its `PolicyResult` (definitions in the module doc).
 
@@ -218,6 +222,7 @@ def summarize(
         extra=dict(extra or {}),
         wall_s=wall_s,
         cpu_s=cpu_s,
+        measured=dict(measured or {}),
         records=records if keep_records else [],
     )
 

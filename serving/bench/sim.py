@@ -319,10 +319,10 @@ def run_sim(
     }
     if use_index:
         extra["index_blocks"] = float(index.stats().confirmed_blocks)
-        extra["index_bytes"] = float(index.memory_bytes())
         st = index.stats()
         extra["index_gaps"] = float(st.gaps)
         extra["index_resets"] = float(st.resets)
+    measured = {"index_bytes": float(index.memory_bytes())} if use_index else {}
     return summarize(
         policy_name,
         all_records,
@@ -333,6 +333,7 @@ def run_sim(
         wall_s=time.perf_counter() - wall0,
         cpu_s=time.process_time() - cpu0,
         keep_records=keep_records,
+        measured=measured,
     )
 
 

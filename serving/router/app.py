@@ -16,15 +16,19 @@ Every error leaves as an OpenAI error body: malformed JSON 400, invalid fields 4
 from __future__ import annotations
 
 import asyncio
+import hmac
+import json
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
@@ -84,7 +88,27 @@ def create_app(config: RouterConfig) -> FastAPI:
     )
     for i, ws in enumerate(config.workers):
         _add_worker(registry, ws, default_id=f"w{i}")
+    for worker_id in _load_drained(config.state_file):
+        if worker_id in registry.workers:
+            registry.set_draining(worker_id, True)
+    admin_token = _load_token(config.admin_token_file)
     state = RouterState(config, load_tokenizer(config.tokenizer), registry)
+
+    def save_drained() -> None:
+        if config.state_file is not None:
+            drained = sorted(w.id for w in registry.workers.values() if w.draining)
+            _atomic_write(config.state_file, json.dumps({"draining": drained}) + "\n")
+
+    async def require_admin(request: Request) -> None:
+        if admin_token is None:
+            return
+        got = request.headers.get("authorization", "")
+        if not hmac.compare_digest(got.encode(), f"Bearer {admin_token}".encode()):
+            raise ProtocolError(
+                "admin endpoints need 'Authorization: Bearer <token>'",
+                401,
+                type="authentication_error",
+            )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -155,11 +179,13 @@ def create_app(config: RouterConfig) -> FastAPI:
 
     # ---- admin ------------------------------------------------------------------------------
 
-    @app.get("/admin/workers")
+    admin = [Depends(require_admin)]
+
+    @app.get("/admin/workers", dependencies=admin)
     async def list_workers() -> Response:
         return JSONResponse({"workers": [w.describe() for w in registry.workers.values()]})
 
-    @app.post("/admin/workers")
+    @app.post("/admin/workers", dependencies=admin)
     async def add_worker(request: Request) -> Response:
         raw = await read_limited(request.stream(), 65536, request.headers.get("content-length"))
         body = parse_json_body(raw)
@@ -178,23 +204,61 @@ def create_app(config: RouterConfig) -> FastAPI:
         await registry.poll_health()
         return JSONResponse(w.describe(), status_code=201)
 
-    @app.delete("/admin/workers/{worker_id}")
+    @app.delete("/admin/workers/{worker_id}", dependencies=admin)
     async def remove_worker(worker_id: str) -> Response:
         _known(registry, worker_id)
         w = await registry.remove(worker_id)
         return JSONResponse({"removed": w.id, "in_flight": len(w.inflight)})
 
-    @app.post("/admin/workers/{worker_id}/drain")
+    @app.post("/admin/workers/{worker_id}/drain", dependencies=admin)
     async def drain(worker_id: str) -> Response:
         _known(registry, worker_id)
-        return JSONResponse(registry.set_draining(worker_id, True).describe())
+        w = registry.set_draining(worker_id, True)
+        save_drained()
+        return JSONResponse(w.describe())
 
-    @app.post("/admin/workers/{worker_id}/undrain")
+    @app.post("/admin/workers/{worker_id}/undrain", dependencies=admin)
     async def undrain(worker_id: str) -> Response:
         _known(registry, worker_id)
-        return JSONResponse(registry.set_draining(worker_id, False).describe())
+        w = registry.set_draining(worker_id, False)
+        save_drained()
+        return JSONResponse(w.describe())
 
     return app
+
+
+def _load_token(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"admin_token_file {path}: {exc.strerror or exc}") from None
+    if len(token) < 16:
+        raise ValueError(f"admin_token_file {path}: the token must be at least 16 characters")
+    return token
+
+
+def _load_drained(path: str | None) -> list[str]:
+    if path is None or not Path(path).exists():
+        return []
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        drained = doc["draining"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"state_file {path}: unreadable ({exc})") from None
+    if not isinstance(drained, list) or not all(isinstance(x, str) for x in drained):
+        raise ValueError(f"state_file {path}: 'draining' must be a list of worker ids")
+    return drained
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def _known(registry: Registry, worker_id: str) -> None:

@@ -8,6 +8,8 @@ from agentctl.ctl.playbook.ops.base import HostContext, OpArgs, Operation, Plan
 from agentctl.ctl.playbook.ops.commands import Command, WaitFor
 from agentctl.ctl.playbook.ops.files import Directory, File, Sync, Template
 from agentctl.ctl.playbook.ops.python import Pip
+from agentctl.ctl.playbook.ops.router import RouterWorkers
+from agentctl.ctl.playbook.ops.service import Service
 from agentctl.ctl.playbook.ops.system import Package, User
 
 OPERATIONS: dict[str, Operation[Any]] = {
@@ -22,6 +24,8 @@ OPERATIONS: dict[str, Operation[Any]] = {
         Package(),
         User(),
         Pip(),
+        RouterWorkers(),
+        Service(),
     )
 }
 
