@@ -343,6 +343,18 @@ class Store:
                 node.expected_gpus = rec.expected_gpus
                 node.retired = False
 
+    def retire_nodes(self, names: Iterable[str]) -> list[str]:
+        """Mark nodes retired (decommissioned): gone from fleet views, history kept. Returns
+        the names that were known; an upsert (the node back in an inventory run) un-retires."""
+        wanted = set(names)
+        done: list[str] = []
+        with self._session("retiring nodes", write=True) as session:
+            for node in session.scalars(select(Node)):
+                if node.name in wanted:
+                    node.retired = True
+                    done.append(node.name)
+        return sorted(done)
+
     def record_facts(
         self,
         node: str,

@@ -84,6 +84,7 @@ def execute(
     schema: str,
     render: Callable[[RunReport], None] | None = None,
     conns: Connections | None = None,
+    emit: bool = True,
 ) -> RunReport:
     conns = conns or Connections(st.settings(), st.inventory())
     for warning in conns.warnings:
@@ -104,7 +105,8 @@ def execute(
         )
     recap = report.recap
     errors = [o.error for o in recap.outcomes if o.error is not None]
-    st.output.emit(report.to_dict(), schema=schema, ok=recap.ok, errors=errors)
+    if emit:
+        st.output.emit(report.to_dict(), schema=schema, ok=recap.ok, errors=errors)
     if render is not None:
         render(report)
     st.output.print(recap_table(recap, title=f"Run {report.run_id}: {kind}"))

@@ -8,6 +8,7 @@ pass is a stored run with per-host, per-task results.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from importlib.resources import files
@@ -17,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from agentctl.ctl.cli.facts_cmd import node_record
 from agentctl.ctl.cli.fanout_cmd import (
     Batch,
     Forks,
@@ -53,6 +55,16 @@ Hosts = Annotated[list[str] | None, typer.Argument(help="Host patterns (default:
 Wheelhouse = Annotated[
     Path | None,
     typer.Option("--wheelhouse", help="Wheelhouse with requirements.lock, for offline installs."),
+]
+Bundle = Annotated[
+    Path | None,
+    typer.Option(
+        "--bundle", help="An air-gapped bundle (directory or .tar): verified, then installed."
+    ),
+]
+BundleKey = Annotated[
+    Path | None,
+    typer.Option("--pubkey", help="Public key the bundle's signature must verify against."),
 ]
 
 
@@ -98,11 +110,15 @@ def run_playbook(
     max_fail: float | None,
     command: str,
     rerun_of: int | None = None,
+    emit: bool = True,
 ) -> RunReport:
-    """Plan (and unless --check, confirm and apply) `playbook` on `hosts`."""
+    """Plan (and unless --check, confirm and apply) `playbook` on `hosts`. `emit=False` leaves
+    the JSON envelope to the caller (a command made of several passes prints one)."""
     inv = st.inventory()
     hostvars, groups = inventory_context(inv)
     conns = Connections(st.settings(), inv)
+    if not (check or diff):  # nodes being managed are nodes the store knows
+        st.store().upsert_nodes(node_record(h) for h in hosts)
     options = fanout_options(st, forks, batch, max_fail)
     deadline = timeout or st.settings().command_timeout
 
@@ -128,10 +144,10 @@ def run_playbook(
         scratch = Path(tmp)
         if yes and not plan_only:
             return _pass(st, runner(False, scratch), playbook, hosts, options, command,
-                         run_options, conns, diff)  # fmt: skip
+                         run_options, conns, diff, emit)  # fmt: skip
         plan = _pass(
             st, runner(True, scratch), playbook, hosts, options, command + " --check",
-            {**run_options, "check": True}, conns, diff,
+            {**run_options, "check": True}, conns, diff, emit,
         )  # fmt: skip
         if plan_only or not plan.recap.ok:
             return plan
@@ -147,7 +163,7 @@ def run_playbook(
             st.output.info("not applied")
             raise typer.Exit(1)
         return _pass(st, runner(False, scratch), playbook, hosts, options, command,
-                     run_options, Connections(st.settings(), inv), diff)  # fmt: skip
+                     run_options, Connections(st.settings(), inv), diff, emit)  # fmt: skip
 
 
 def _pass(
@@ -160,6 +176,7 @@ def _pass(
     run_options: dict[str, Any],
     conns: Connections,
     diff: bool,
+    emit: bool = True,
 ) -> RunReport:
     kind = playbook.name + (" --check" if runner.check else "")
     return execute(
@@ -173,6 +190,7 @@ def _pass(
         schema="agentctl.playbook/1",
         render=lambda report: _render(st, report, diff=diff, verbose=st.verbose),
         conns=conns,
+        emit=emit,
     )
 
 
@@ -250,6 +268,8 @@ def provision(
     diff: Diff = False,
     yes: Yes = False,
     wheelhouse: Wheelhouse = None,
+    bundle: Bundle = None,
+    pubkey: BundleKey = None,
     extra_vars: ExtraVars = None,
     tags: Tags = None,
     skip_tags: SkipTags = None,
@@ -259,12 +279,59 @@ def provision(
     max_fail_percent: MaxFail = None,
     rerun_failed: RerunFailed = None,
 ) -> None:
-    """Packages, driver pin, user, directories, and the agentctl serving package on nodes."""
+    """Packages, driver pin, user, directories, and the agentctl serving package on nodes.
+
+    With --bundle, the bundle is verified here first (every file against SHA256SUMS and the
+    manifest, the signature against --pubkey): nothing is installed from a bundle that fails.
+    Its wheels go up by SFTP and install with pip --no-index --require-hashes; its apt
+    repository, when it has one, becomes the nodes' package source for this bundle."""
     more: dict[str, Any] = {}
-    if wheelhouse is not None:
-        if not (wheelhouse / "requirements.lock").is_file():
-            raise UsageError(f"--wheelhouse {wheelhouse}: no requirements.lock in it")
-        more["agentctl_wheelhouse"] = str(wheelhouse.resolve())
+    if wheelhouse is not None and bundle is not None:
+        raise UsageError("give --wheelhouse or --bundle, not both")
+    with contextlib.ExitStack() as stack:
+        if bundle is not None:
+            verified = _verified_bundle(bundle, pubkey, stack)
+            wheelhouse = verified.wheels_dir
+            state().output.info(
+                f"bundle verified: {len(verified.checked)} files, signature "
+                f"{escape(verified.signature)}"
+            )
+            if verified.apt_dir is not None:
+                more["agentctl_bundle_apt"] = str(verified.apt_dir)
+        if wheelhouse is not None:
+            if not (wheelhouse / "requirements.lock").is_file():
+                raise UsageError(f"--wheelhouse {wheelhouse}: no requirements.lock in it")
+            more["agentctl_wheelhouse"] = str(wheelhouse.resolve())
+        _phase_provision(
+            hosts, check, diff, yes, extra_vars, tags, skip_tags, timeout, forks, batch,
+            max_fail_percent, rerun_failed, more,
+        )  # fmt: skip
+
+
+def _verified_bundle(path: Path, pubkey: Path | None, stack: contextlib.ExitStack) -> Any:
+    from agentctl.ctl.bundle import extract_bundle, verify_bundle
+
+    if path.is_file():
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agentctl-bundle-")))
+        path = extract_bundle(path, tmp)
+    return verify_bundle(path, pubkey)
+
+
+def _phase_provision(
+    hosts: list[str] | None,
+    check: bool,
+    diff: bool,
+    yes: bool,
+    extra_vars: list[str] | None,
+    tags: list[str] | None,
+    skip_tags: list[str] | None,
+    timeout: float | None,
+    forks: int | None,
+    batch: str | None,
+    max_fail_percent: float | None,
+    rerun_failed: int | None,
+    more: dict[str, Any],
+) -> None:
     _phase("provision", hosts, check=check, diff=diff, yes=yes, extra_vars=extra_vars,
            tags=tags, skip_tags=skip_tags, timeout=timeout, forks=forks, batch=batch,
            max_fail=max_fail_percent, rerun_failed=rerun_failed, more_vars=more)  # fmt: skip
@@ -308,9 +375,100 @@ def lifecycle(
     """Run one lifecycle phase's playbook (NVIDIA's fleet lifecycle)."""
     if phase not in PHASES:
         raise UsageError(f"unknown phase {phase!r}; phases: {', '.join(PHASES)}")
+    if phase in ("maintenance", "decommission"):
+        _drained_phase(phase, hosts, check=check, yes=yes, extra_vars=extra_vars,
+                       timeout=timeout, forks=forks)  # fmt: skip
+        return
     _phase(phase, hosts, check=check, diff=diff, yes=yes, extra_vars=extra_vars,
            tags=tags, skip_tags=skip_tags, timeout=timeout, forks=forks, batch=batch,
            max_fail=max_fail_percent, rerun_failed=rerun_failed)  # fmt: skip
+
+
+def _drained_phase(
+    phase: str,
+    patterns: list[str] | None,
+    *,
+    check: bool,
+    yes: bool,
+    extra_vars: list[str] | None,
+    timeout: float | None,
+    forks: int | None,
+) -> None:
+    """Drain the nodes' workers on every router (waiting for in-flight requests), run the
+    phase on the nodes, then undrain them (maintenance, only if it succeeded) or mark them
+    retired in the store (decommission). Stops at the first pass that fails, saying where."""
+    st = state()
+    if not patterns:
+        raise UsageError(f"lifecycle {phase} needs the nodes to act on (no default: all)")
+    nodes = st.select(patterns)
+    names = [h.name for h in nodes]
+    ev = parse_extra_vars(extra_vars)
+    if check:
+        _phase(phase, patterns, check=True, diff=False, yes=False, extra_vars=extra_vars,
+               tags=None, skip_tags=None, timeout=timeout, forks=forks, batch=None,
+               max_fail=None, rerun_failed=None)  # fmt: skip
+        return
+    if not yes and not st.output.interactive:
+        raise UsageError(f"lifecycle {phase} drains nodes: confirm with --yes")
+    if not yes and not typer.confirm(f"{phase}: drain and act on {', '.join(names)}?"):
+        raise typer.Exit(1)
+    passes: list[tuple[str, RunReport]] = []
+
+    def done(ok: bool, extra: dict[str, Any] | None = None) -> None:
+        data = {"phase": phase, "nodes": names, **(extra or {}),
+                "passes": [{"step": n, **r.to_dict()} for n, r in passes]}  # fmt: skip
+        st.output.emit(data, schema="agentctl.lifecycle/1", ok=ok)
+        worst = max((int(r.recap.exit_code) for _, r in passes), default=0)
+        if worst:
+            raise typer.Exit(worst)
+
+    workers = [h.name for h in nodes if "worker" in h.roles]
+    if workers and _routers(st):
+        rep = _drain_pass(st, workers, True, True, timeout, emit=False)
+        passes.append(("drain", rep))
+        if not rep.recap.ok:
+            done(False)
+            return
+    rep = run_playbook(
+        st, load_playbook(phase), hosts=nodes, check=False, diff=False, yes=True,
+        extra_vars=ev, timeout=timeout, forks=forks, batch=None, max_fail=None,
+        command=f"lifecycle {phase} " + " ".join(names), emit=False,
+    )  # fmt: skip
+    passes.append((phase, rep))
+    if not rep.recap.ok:
+        st.output.info(f"[red]{phase} failed: the nodes stay drained[/red]")
+        done(False)
+        return
+    extra: dict[str, Any] = {}
+    if phase == "maintenance" and workers and _routers(st):
+        undo = _drain_pass(st, workers, False, False, timeout, emit=False)
+        passes.append(("undrain", undo))
+    if phase == "decommission":
+        extra["retired"] = st.store().retire_nodes(names)
+        st.output.info(f"retired: {escape(', '.join(extra['retired']) or '-')}")
+    done(all(r.recap.ok for _, r in passes), extra)
+
+
+def _routers(st: State) -> list[Host]:
+    return [h for h in st.inventory().hosts.values() if "router" in h.roles]
+
+
+def _drain_pass(
+    st: State, nodes: list[str], drained: bool, wait: bool, timeout: float | None, *, emit: bool
+) -> RunReport:
+    routers = _routers(st)
+    if not routers:
+        raise UsageError("no host has the router role (agentctl_roles: [router])")
+    ev = {
+        "agentctl_drain_nodes": nodes,
+        "agentctl_drain_state": "drained" if drained else "active",
+        "agentctl_drain_wait": wait,
+    }
+    return run_playbook(
+        st, load_playbook("drain"), hosts=routers, check=False, diff=False, yes=True,
+        extra_vars=ev, timeout=timeout, forks=None, batch=None, max_fail=None,
+        command=("drain " if drained else "undrain ") + " ".join(nodes), emit=emit,
+    )  # fmt: skip
 
 
 def _drain(nodes: list[str], drained: bool, wait: bool, timeout: float | None) -> None:
@@ -319,21 +477,7 @@ def _drain(nodes: list[str], drained: bool, wait: bool, timeout: float | None) -
     unknown = [n for n in nodes if n not in inv.hosts]
     if unknown:
         raise UsageError(f"not in the inventory: {', '.join(unknown)}")
-    routers = [h for h in inv.hosts.values() if "router" in h.roles]
-    if not routers:
-        raise UsageError("no host has the router role (agentctl_roles: [router])")
-    pb = load_playbook("drain")
-    ev = {
-        "agentctl_drain_nodes": nodes,
-        "agentctl_drain_state": "drained" if drained else "active",
-        "agentctl_drain_wait": wait,
-    }
-    report = run_playbook(
-        st, pb, hosts=routers, check=False, diff=False, yes=True, extra_vars=ev,
-        timeout=timeout, forks=None, batch=None, max_fail=None,
-        command=("drain " if drained else "undrain ") + " ".join(nodes),
-    )  # fmt: skip
-    finish(report)
+    finish(_drain_pass(st, nodes, drained, wait, timeout, emit=True))
 
 
 def drain(

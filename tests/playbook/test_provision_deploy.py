@@ -9,6 +9,7 @@ by `agentctl bundle build` (the offline path: `pip install --no-index --require-
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -172,3 +173,46 @@ def test_a_host_failing_midway_is_reported_and_a_rerun_continues(
     assert "capacity_blocks" in tasks[-1]["message"]  # the worker's own error, from its log
     fixed = cli("-i", good, "--json", "--limit", "dp03", "deploy", "--yes")
     assert fixed.code == 0, fixed.stdout
+
+
+def test_lifecycle_receive_maintenance_incident_decommission(
+    cli: Any, fleet: tuple[LocalFleet, Path], wheelhouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fl, tmp = fleet
+    monkeypatch.setenv("AGENTCTL_KNOWN_HOSTS", str(fl.write_known_hosts(tmp / "kh")))
+    inv = str(write_inventory(fl, tmp, "life"))
+    assert cli("-i", inv, "--json", "provision", "--wheelhouse", str(wheelhouse), "--yes").code == 0
+    dep = cli("-i", inv, "--json", "deploy", "--yes")
+    assert dep.code == 0, [h.get("message") for h in dep.json["data"]["hosts"]]
+
+    rec = cli("-i", inv, "--json", "lifecycle", "receive", "--yes")
+    assert rec.code == 0, rec.stdout
+    assert all(c["changed"] == 0 and c["ok"] >= 3 for c in counts(rec.json).values())
+
+    marker = tmp / "roots" / "dp03" / "maintained"
+    steps = json.dumps([["touch", str(marker)]])
+    maint = cli("-i", inv, "--json", "lifecycle", "maintenance", "dp03", "--yes",
+                "-e", f"agentctl_maintenance_commands={steps}")  # fmt: skip
+    assert maint.code == 0, maint.stdout
+    assert [p["step"] for p in maint.json["data"]["passes"]] == ["drain", "maintenance", "undrain"]
+    assert marker.exists()
+    router = "http://127.0.0.150:8080"
+    workers = {w["id"]: w for w in httpx.get(router + "/health", timeout=10).json()["workers"]}
+    assert workers["dp03-w0"]["draining"] is False  # undrained after a successful window
+
+    inc = cli("-i", inv, "--json", "lifecycle", "incident", "dp02", "--yes")
+    assert inc.code == 0, inc.stdout
+    tasks = {t["task"]: t for t in inc.json["data"]["hosts"][0]["data"]["tasks"]}
+    assert "worker-0" in (tasks["serving services"]["message"] or "")
+
+    gone = cli("-i", inv, "--json", "lifecycle", "decommission", "dp03", "--yes")
+    assert gone.code == 0, gone.stdout
+    assert gone.json["data"]["retired"] == ["dp03"]
+    assert not (tmp / "roots" / "dp03").exists()
+    workers = {w["id"]: w for w in httpx.get(router + "/health", timeout=10).json()["workers"]}
+    assert workers["dp03-w0"]["draining"] is True  # decommissioned workers stay drained
+    for i in range(4):
+        r = complete(router, f"after decommission {i} " * 30)
+        assert r.status_code == 200 and r.headers["x-agentctl-worker"].startswith("dp02-")
+    again = cli("-i", inv, "--json", "lifecycle", "decommission", "dp03", "--yes")
+    assert again.code == 0, again.stdout  # idempotent: nothing left to remove

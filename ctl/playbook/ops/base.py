@@ -12,14 +12,40 @@ import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from agentctl.ctl.connector import Become, CommandResult, Connector
 from agentctl.ctl.errors import OperationError
 
 A = TypeVar("A", bound="OpArgs")
+
+
+def _scalar_text(value: Any) -> Any:
+    """A rendered `{{ n }}` keeps its type; in an argv or environment it is text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _text_list(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [_scalar_text(v) for v in value]
+    return value
+
+
+def _text_map(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _scalar_text(v) for k, v in value.items()}
+    return value
+
+
+#: argv-like lists and environment maps: numbers from templates become their text
+TextList = Annotated[list[str], BeforeValidator(_text_list)]
+TextMap = Annotated[dict[str, str], BeforeValidator(_text_map)]
 
 
 class OpArgs(BaseModel):

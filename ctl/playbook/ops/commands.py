@@ -19,24 +19,31 @@ from agentctl.ctl.playbook.ops.base import (
     OpArgs,
     Operation,
     Plan,
+    TextList,
+    TextMap,
     describe_failure,
     show_argv,
 )
 
+#: characters of a read-only command's output kept as its result (evidence, checks)
+OUTPUT_KEPT = 4000
+
 
 class CommandArgs(OpArgs):
-    argv: list[str] | None = None
+    argv: TextList | None = None
     shell: str | None = None
     #: positional parameters of `shell` ($1, $2...)
-    args: list[str] = []
+    args: TextList = []
     creates: str | None = None
     removes: str | None = None
     #: skip when this argv exits 0 (it must only read)
-    unless: list[str] | None = None
-    env: dict[str, str] = {}
-    #: false: a read-only command, never reported as a change
+    unless: TextList | None = None
+    env: TextMap = {}
+    #: false: a read-only command, never reported as a change (its output is the result)
     changed: bool = True
     timeout: float | None = None
+    #: exit statuses that count as success (e.g. [0, 3] for an LSB `status`)
+    ok_codes: list[int] = [0]
 
     @model_validator(mode="after")
     def _one(self) -> CommandArgs:
@@ -73,13 +80,16 @@ class Command(Operation[CommandArgs]):
 
     def apply(self, ctx: HostContext, args: CommandArgs, plan: Plan) -> str | None:
         res = ctx.run(args.full_argv(), env=args.env or None, timeout=args.timeout)
-        if not res.ok:
+        if res.exit_status not in args.ok_codes:
             detail = f"exit {res.exit_status}" if ctx.no_log else describe_failure(res)
             raise OperationError(f"command failed: {detail}", host=ctx.name)
         if args.creates is not None and not ctx.run(["test", "-e", args.creates]).ok:
             raise OperationError(
                 f"command succeeded but did not create {args.creates}", host=ctx.name
             )
+        if plan.data.get("readonly") and not ctx.no_log:
+            out = res.stdout.strip()
+            return out[-OUTPUT_KEPT:] if out else None
         return None
 
 

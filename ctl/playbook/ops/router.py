@@ -13,7 +13,14 @@ import json
 from typing import Any, Literal
 
 from agentctl.ctl.errors import OperationError
-from agentctl.ctl.playbook.ops.base import HostContext, OpArgs, Operation, Plan, describe_failure
+from agentctl.ctl.playbook.ops.base import (
+    HostContext,
+    OpArgs,
+    Operation,
+    Plan,
+    TextList,
+    describe_failure,
+)
 
 
 def worker_ids(workers: list[dict[str, Any]], nodes: list[str]) -> list[str]:
@@ -32,7 +39,7 @@ class RouterWorkersArgs(OpArgs):
     python: str
     #: the router's config file on this host (URL and admin token come from it)
     config: str
-    nodes: list[str]
+    nodes: TextList
     state: Literal["drained", "active"] = "drained"
     wait_idle: bool = False
     timeout: float = 300.0

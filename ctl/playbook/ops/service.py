@@ -22,7 +22,15 @@ from typing import Any, Literal
 from pydantic import field_validator
 
 from agentctl.ctl.errors import OperationError
-from agentctl.ctl.playbook.ops.base import HostContext, OpArgs, Operation, Plan, describe_failure
+from agentctl.ctl.playbook.ops.base import (
+    HostContext,
+    OpArgs,
+    Operation,
+    Plan,
+    TextList,
+    TextMap,
+    describe_failure,
+)
 from agentctl.ctl.playbook.ops.files import check_path, content_apply, content_plan
 
 UNIT_DIR = "/etc/systemd/system"
@@ -92,8 +100,8 @@ def parse_kv(text: str) -> dict[str, str]:
 
 class ServiceArgs(OpArgs):
     name: str
-    command: list[str]
-    env: dict[str, str] = {}
+    command: TextList
+    env: TextMap = {}
     state: Literal["started", "stopped", "restarted", "absent"] = "started"
     watch: list[str] = []
     manager: Literal["auto", "systemd", "supervisor"] = "auto"
