@@ -69,19 +69,53 @@ def start_demo_fleet(root: Path, nodes: int = 3) -> DemoFleet:
             names = [n.name for n in fleet.nodes]
             doc = fleet.inventory(groups={"routers": names[:1], "workers": names[1:] or names})
             _add_role_vars(doc)
+            _add_serving_vars(doc, root)
             inventory_path.write_text(yaml.safe_dump(doc, sort_keys=False))
             return DemoFleet(root, inventory_path, fleet, notes)
     else:
         notes.append("sshd not found (install openssh-server); using the local connector")
-    local_doc = {
+    local_doc: dict[str, object] = {
         "all": {
             "hosts": {
                 "localhost": {"ansible_connection": "local", "agentctl_roles": ["router", "worker"]}
             }
         }
     }
+    _add_serving_vars(local_doc, root)
     inventory_path.write_text(yaml.safe_dump(local_doc, sort_keys=False))
     return DemoFleet(root, inventory_path, None, notes)
+
+
+#: the demo's serving stack: fast simulated engines with small caches, two workers per node
+DEMO_SERVING_VARS = {
+    "agentctl_time_scale": 0.05,
+    "agentctl_worker_engine": {"capacity_blocks": 4096},
+    "agentctl_workers": 2,
+    "agentctl_health_timeout": 60,
+}
+
+
+def _add_serving_vars(doc: dict[str, object], root: Path) -> None:
+    """Each node installs under the demo directory (the nodes share this machine)."""
+    all_group = doc["all"]
+    assert isinstance(all_group, dict)
+    all_group.setdefault("vars", {}).update(DEMO_SERVING_VARS)
+    for name, hv in all_group["hosts"].items():
+        hv["agentctl_install_root"] = str(root / "nodes" / name)
+
+
+def stop_services(root: Path) -> None:
+    """Stop every service the demo deployed (the nodes are local: their state dirs are here)."""
+    import subprocess
+
+    for node in sorted((root / "nodes").glob("*")):
+        py = node / "venv" / "bin" / "python"
+        if py.exists():
+            subprocess.run(
+                [str(py), "-m", "agentctl.serving", "supervise", "stop", "--all",
+                 "--dir", str(node / "state")],
+                capture_output=True, timeout=60, check=False,
+            )  # fmt: skip
 
 
 def _add_role_vars(doc: dict[str, object]) -> None:

@@ -7,7 +7,9 @@ by line to a callback (progress on stderr) and its tail kept for the error messa
 
 from __future__ import annotations
 
+import base64
 import collections
+import hashlib
 import os
 import shutil
 import subprocess
@@ -93,6 +95,61 @@ def build_agentctl_wheel(source: Path, dest: Path, on_line: LineSink) -> Path:
         return Path(shutil.copy2(built[0], dest / built[0].name))
 
 
+#: files of an installed distribution that are not part of its wheel
+_INSTALL_ONLY = ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")
+
+
+def repack_installed(dest: Path, name: str = "agentctl") -> Path:
+    """A wheel rebuilt from the installed distribution's files (its RECORD), for an agentctl
+    installed from a wheel (no source tree): byte-identical modules, a fresh RECORD. Compiled
+    caches and installer bookkeeping are left out."""
+    from importlib.metadata import distributions
+
+    import agentctl.ctl
+
+    running = Path(agentctl.ctl.__file__).resolve()
+    # the distribution that owns the code running now (a stray egg-info in the working
+    # directory, or a second install, must not be the one repacked)
+    dist = next(
+        (
+            d
+            for d in distributions(name=name)
+            if any(
+                f.parts[-2:] == ("ctl", "__init__.py")
+                and Path(str(f.locate())).resolve() == running
+                for f in d.files or ()
+            )
+        ),
+        None,
+    )
+    if dist is None:
+        raise UsageError(
+            f"cannot find the installed files of the running {name}",
+            hint="pass --agentctl-wheel PATH",
+        )
+    files = [f for f in dist.files or () if "__pycache__" not in f.parts]
+    info = next((f.parts[0] for f in files if f.parts[0].endswith(".dist-info")), None)
+    if info is None or not any(f.parts[-1] == "WHEEL" for f in files):
+        raise UsageError(f"{name}: installed without wheel metadata; pass --agentctl-wheel PATH")
+    version = dist.version
+    out = dest / f"{name}-{version}-py3-none-any.whl"
+    record: list[str] = []
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(files, key=str):
+            rel = f.as_posix()
+            if rel.startswith("..") or rel.startswith("/"):  # scripts outside site-packages
+                continue
+            if f.parts[0] == info and f.parts[-1] in _INSTALL_ONLY:
+                continue
+            data = Path(str(f.locate())).read_bytes()
+            zf.writestr(rel, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            record.append(f"{rel},sha256={digest.decode()},{len(data)}")
+        record.append(f"{info}/RECORD,,")
+        zf.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+    return out
+
+
 def wheel_metadata(wheel: Path) -> str:
     """The METADATA text of a wheel file."""
     try:
@@ -134,12 +191,11 @@ def fill_wheels(
     else:
         source = find_source_tree()
         if source is None:
-            raise UsageError(
-                "agentctl is not running from a source tree, so it cannot build its own wheel",
-                hint="pass --agentctl-wheel PATH",
-            )
-        on_step(f"building agentctl's wheel from {source}")
-        own = build_agentctl_wheel(source, wheels_dir, on_line)
+            on_step("repacking the installed agentctl into a wheel")
+            own = repack_installed(wheels_dir)
+        else:
+            on_step(f"building agentctl's wheel from {source}")
+            own = build_agentctl_wheel(source, wheels_dir, on_line)
     if parse_wheel_filename(own.name).project != "agentctl":
         raise UsageError(f"{own.name}: not an agentctl wheel")
     requirements = serving_requirements(requires_dist(wheel_metadata(own)))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.table import Table
 
@@ -13,11 +14,14 @@ from agentctl.ctl.cli.facts_cmd import facts_task, node_record
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.nodes_cmd import fleet_table, node_dict
 from agentctl.ctl.cli.output import esc, plain, recap_table
+from agentctl.ctl.cli.playbook_cmd import load_playbook, run_playbook
+from agentctl.ctl.cli.state import State
 from agentctl.ctl.connect import Connections, is_local
-from agentctl.ctl.demo import start_demo_fleet
+from agentctl.ctl.demo import start_demo_fleet, stop_services
 from agentctl.ctl.errors import HostsFailed
 from agentctl.ctl.facts import FAMILIES
 from agentctl.ctl.fanout import FanoutOptions
+from agentctl.ctl.inventory import Host
 from agentctl.ctl.runner import run_recorded
 from agentctl.ctl.ssh.trust import probe_chain, record
 
@@ -30,8 +34,17 @@ def demo(
     keep: Annotated[
         bool, typer.Option("--keep", help="Keep the fleet running until Ctrl-C.")
     ] = False,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve/--no-serve",
+            help="Provision and deploy the serving stack on the fleet and send it traffic.",
+        ),
+    ] = True,
 ) -> None:
-    """Start a local fleet of sshd nodes, trust them, gather facts, store them, show the fleet."""
+    """Start a local fleet of sshd nodes, trust them, gather facts, provision and deploy the
+    serving stack (KV-aware router + simulated workers) from an offline bundle, send agent
+    sessions through the router, and show it all."""
     st = state()
     base = st.settings()
     root = (directory or base.state_dir / "demo").expanduser()
@@ -103,7 +116,7 @@ def demo(
             f"facts from {len(hosts)} node(s) in {elapsed:.2f}s; stored in "
             f"{esc(root / 'agentctl.db')} (run {report.run_id})"
         )
-        data = {
+        data: dict[str, Any] = {
             "mode": demo_fleet.mode,
             "directory": str(root),
             "inventory": str(demo_fleet.inventory_path),
@@ -112,6 +125,10 @@ def demo(
             "nodes": [node_dict(n) for n in views],
         }
         ok = report.recap.ok
+        if serve and ok:
+            serving = demo_serving(st, root, hosts)
+            data["serving"] = serving
+            ok = bool(serving["ok"])
         st.output.emit(
             data,
             schema="agentctl.demo/1",
@@ -119,6 +136,8 @@ def demo(
             errors=[o.error for o in report.recap.outcomes if o.error],
         )
         if keep and demo_fleet.fleet is not None:
+            if serve and "serving" in data:
+                st.output.info(f"router: {esc(data['serving'].get('router'))} (OpenAI API)")
             st.output.info(
                 "fleet running; Ctrl-C stops it. Try:\n  "
                 f"AGENTCTL_KNOWN_HOSTS={esc(root / 'known_hosts')} "
@@ -130,4 +149,91 @@ def demo(
         if not ok:
             raise HostsFailed("some demo nodes failed; see the recap above")
     finally:
+        stop_services(root)
         demo_fleet.stop()
+
+
+def demo_serving(st: State, root: Path, hosts: list[Host]) -> dict[str, Any]:
+    """Bundle (built once, verified every time), provision, deploy, then agent traffic."""
+    out: dict[str, Any] = {"ok": False}
+    wheels = _demo_bundle(st, root / "bundle")
+    for phase, extra in (("provision", {"agentctl_wheelhouse": str(wheels)}), ("deploy", {})):
+        started = time.monotonic()
+        rep = run_playbook(
+            st, load_playbook(phase), hosts=hosts, check=False, diff=False, yes=True,
+            extra_vars=extra, timeout=300, forks=None, batch=None, max_fail=None,
+            command=f"{phase} (demo)", emit=False,
+        )  # fmt: skip
+        st.output.info(f"{phase}: {time.monotonic() - started:.1f}s")
+        out[phase] = rep.to_dict()
+        if not rep.recap.ok:
+            return out
+    router = next(h for h in hosts if "router" in h.roles)
+    address = "127.0.0.1" if is_local(router) else router.address
+    out["router"] = f"http://{address}:8080"
+    out["traffic"] = agent_traffic(st, out["router"])
+    out["ok"] = all(t["status"] == 200 for t in out["traffic"])
+    return out
+
+
+def _demo_bundle(st: State, path: Path) -> Path:
+    from agentctl.ctl.bundle import BuildOptions, build_bundle, make_target, verify_bundle
+    from agentctl.ctl.errors import VerificationError
+
+    if (path / "manifest.json").exists():
+        try:
+            return verify_bundle(path).wheels_dir
+        except VerificationError as exc:
+            st.output.warn(f"rebuilding the demo bundle: {exc.message}")
+    st.output.info("building the offline bundle (pip download, once; then reused)...")
+    build_bundle(BuildOptions(out=path, target=make_target(), force=True))
+    return verify_bundle(path).wheels_dir
+
+
+#: three agent sessions sharing a system prompt, each turn resending its whole history
+_SYSTEM = "You are a coding agent. Tools: read_file, edit_file, run_tests, grep. " * 40
+
+
+def agent_traffic(
+    st: State, router: str, sessions: int = 3, turns: int = 4
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    table = Table(title="Agent sessions through the KV-aware router", title_justify="left")
+    for col in ("session", "turn", "worker", "prompt", "cached", "ms"):
+        table.add_column(col, justify="right" if col in ("prompt", "cached", "ms") else "left")
+    with httpx.Client(base_url=router, timeout=60) as client:
+        history = {s: _SYSTEM for s in range(sessions)}
+        for turn in range(turns):
+            for s in range(sessions):
+                history[s] += (
+                    f" [session {s} turn {turn}] fix the failing test in module_{s}.py " * 8
+                )
+                body = {
+                    "prompt": history[s],
+                    "max_tokens": 16,
+                    "nvext": {"session_control": {"session_id": f"agent-{s}"}},
+                }
+                started = time.monotonic()
+                r = client.post("/v1/completions", json=body)
+                ms = 1000 * (time.monotonic() - started)
+                usage = r.json().get("usage", {}) if r.status_code == 200 else {}
+                cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+                row = {
+                    "session": s, "turn": turn, "status": r.status_code,
+                    "worker": r.headers.get("x-agentctl-worker"),
+                    "prompt_tokens": usage.get("prompt_tokens", 0), "cached_tokens": cached,
+                    "ms": round(ms, 1),
+                }  # fmt: skip
+                rows.append(row)
+                table.add_row(
+                    plain(s), plain(turn), plain(row["worker"]), plain(row["prompt_tokens"]),
+                    plain(cached), f"{ms:.0f}",
+                )  # fmt: skip
+    st.output.print(table)
+    prompt = sum(r["prompt_tokens"] for r in rows)
+    cached = sum(r["cached_tokens"] for r in rows)
+    if prompt:
+        st.output.info(
+            f"prefix cache hits: {cached}/{prompt} prompt tokens ({cached / prompt:.0%})"
+        )
+    return rows

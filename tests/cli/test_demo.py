@@ -13,7 +13,7 @@ import pytest
 
 from agentctl.ctl.envelope import ENVELOPE_SCHEMA
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(600)
 
 
 def test_demo_starts_trusts_gathers_stores_and_stops(tmp_path):
@@ -25,11 +25,21 @@ def test_demo_starts_trusts_gathers_stores_and_stops(tmp_path):
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=400,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
+    serving = doc["data"]["serving"]
+    assert serving["ok"] is True
+    assert serving["provision"]["recap"]["failed"] == 0
+    traffic = serving["traffic"]
+    assert len(traffic) == 12 and all(t["status"] == 200 for t in traffic)
+    # every turn after a session's first finds its history in the prefix cache
+    assert all(t["cached_tokens"] > 0 for t in traffic if t["turn"] > 0)
+    router = serving["router"].removeprefix("http://").split(":")
+    with pytest.raises(OSError), socket.create_connection((router[0], int(router[1])), timeout=1):
+        pass  # the demo stopped what it deployed
     jsonschema.validate(doc, ENVELOPE_SCHEMA)
     data = doc["data"]
     assert data["run"]["recap"]["ok"] == len(data["nodes"])
@@ -49,7 +59,7 @@ def test_demo_starts_trusts_gathers_stores_and_stops(tmp_path):
     assert all(n["kernel"] for n in data["nodes"])
     # The human run prints the fleet table.
     human = subprocess.run(
-        [sys.executable, "-m", "agentctl.ctl", "demo", "--nodes", "2"],
+        [sys.executable, "-m", "agentctl.ctl", "demo", "--nodes", "2", "--no-serve"],
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
