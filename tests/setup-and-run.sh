@@ -14,6 +14,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   # server binaries for the PostgreSQL store tests, which start their own cluster on a free
   # port (a system cluster the package may start is never used)
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+  # the air-gapped test: a node in its own network namespace (ip netns, veth; nsenter)
+  command -v ip >/dev/null 2>&1 || need+=(iproute2)
+  command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+  # the bundle's apt repository tests (dpkg-deb builds a tiny package)
+  command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
   if [ "${#need[@]}" -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
