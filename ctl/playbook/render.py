@@ -62,7 +62,10 @@ def render_value(env: SandboxedEnvironment, value: Any, context: Mapping[str, An
         m = _SINGLE.match(value)
         try:
             if m is not None:
-                return env.compile_expression(m.group("expr"))(**context)
+                result = env.compile_expression(m.group("expr"), undefined_to_none=False)(**context)
+                if isinstance(result, jinja2.Undefined):
+                    result._fail_with_undefined_error()
+                return result
             return env.from_string(value).render(**context)
         except jinja2.TemplateError as exc:
             raise RenderError(f"{value!r}: {_why(exc)}") from None
@@ -78,7 +81,7 @@ def render_value(env: SandboxedEnvironment, value: Any, context: Mapping[str, An
 def evaluate(env: SandboxedEnvironment, expression: str, context: Mapping[str, Any]) -> bool:
     """A `when` condition."""
     try:
-        return bool(env.compile_expression(expression)(**context))
+        return bool(env.compile_expression(expression, undefined_to_none=False)(**context))
     except jinja2.TemplateError as exc:
         raise RenderError(f"condition {expression!r}: {_why(exc)}") from None
     except Exception as exc:
