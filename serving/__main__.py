@@ -300,18 +300,25 @@ COMMANDS: dict[str, tuple[str, AddArgs, Run]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, just that command's arguments are built (each command's
+    module is imported to build them, and `supervise` runs over SSH on every deploy step:
+    it should not pay for the benchmark's imports)."""
     parser = argparse.ArgumentParser(
         prog="python -m agentctl.serving", description="agentctl serving stack"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_text, add_args, _) in COMMANDS.items():
-        add_args(sub.add_parser(name, help=help_text, description=help_text))
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is None or name == only:
+            add_args(p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    only = args_list[0] if args_list and args_list[0] in COMMANDS else None
+    args = build_parser(only).parse_args(args_list)
     _, _, run = COMMANDS[args.command]
     return run(args)
 

@@ -18,9 +18,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:  # imported when a command runs: `--help` and the parser stay light
+    import httpx
 
 __all__ = ["add_admin_args", "run_admin"]
 
@@ -59,6 +60,8 @@ def _emit(doc: dict[str, Any]) -> None:
 
 
 def run_admin(args: argparse.Namespace) -> int:
+    import httpx
+
     from agentctl.serving.config import ConfigError
 
     try:
@@ -84,6 +87,8 @@ def _workers(client: httpx.Client) -> dict[str, dict[str, Any]]:
 
 
 def _run(client: httpx.Client, args: argparse.Namespace) -> int:
+    import httpx
+
     cmd = args.admin_command
     try:
         known = _workers(client)

@@ -275,6 +275,10 @@ def test_stale_pid_files_are_reported_and_never_signalled(state_dir: Path) -> No
 
 def test_child_of_a_killed_supervisor_is_reported_and_replaced(state_dir: Path) -> None:
     _, st = start(state_dir, "web", SLEEPER)
+    # the child's greeting must be through the pipe before the supervisor dies: a child that
+    # writes to a dead supervisor gets EPIPE and exits, and there is no orphan to report
+    log = state_dir / "web.log"
+    wait_for(lambda: log.exists() and f"hello from {st['pid']}" in log.read_text())
     os.kill(st["supervisor_pid"], signal.SIGKILL)
     wait_for(lambda: not alive(st["supervisor_pid"]))
     code, after = sv("status", "web", "--dir", str(state_dir))
