@@ -18,6 +18,7 @@ from .records import (
     RunRecord,
 )
 from .store import DEFAULT_OUTPUT_CAP, Store, bound_text
+from .timeseries import LatestValue, Point, Retention, Sample, SeriesRange
 
 __all__ = [
     "DEFAULT_OUTPUT_CAP",
@@ -25,9 +26,14 @@ __all__ = [
     "RUN_STATUSES",
     "FactSnapshot",
     "HostResult",
+    "LatestValue",
     "NodeRecord",
     "NodeView",
+    "Point",
+    "Retention",
     "RunRecord",
+    "Sample",
+    "SeriesRange",
     "Store",
     "bound_text",
     "default_sqlite_url",

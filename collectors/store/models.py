@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -176,3 +178,67 @@ class RunResult(Base):
     finished_at: Mapped[datetime]
 
     run: Mapped[Run] = relationship(back_populates="results")
+
+
+# -- telemetry time series (revision 0002) -----------------------------------------------------
+# Timestamps here are integer epoch milliseconds (UTC), not UTCDateTime: rows stay narrow, the
+# primary keys compact, and bucket arithmetic (`ts / width * width`) is the same SQL everywhere.
+# The sample and rollup tables are clustered on their primary key on SQLite (WITHOUT ROWID), so
+# "one series over a time range" is one contiguous index range.
+
+
+class MetricSeries(Base):
+    """One (node, series key) pair, e.g. ("gpu-01", "gpu0.temperature"); samples point here."""
+
+    __tablename__ = "metric_series"
+    __table_args__ = (UniqueConstraint("node", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node: Mapped[str]
+    key: Mapped[str]
+
+
+class MetricSample(Base):
+    """Raw samples. `status` 0 = value present; otherwise `value` is NULL and `status` says why
+    (see timeseries.STATUS_CODES), so "not supported" never reads as a zero."""
+
+    __tablename__ = "metric_samples"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    series_id: Mapped[int] = mapped_column(ForeignKey("metric_series.id"), primary_key=True)
+    ts: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    value: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[int] = mapped_column(SmallInteger)
+
+
+class MetricRollup(Base):
+    """Per-bucket aggregates of raw samples; `resolution_s` 60 (1 minute) or 3600 (1 hour).
+
+    `n` counts samples with a value (min/max/avg are over those, NULL when none), `n_other`
+    samples without one (not supported, error); `vlast`/`last_status` are the newest sample's.
+    """
+
+    __tablename__ = "metric_rollups"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    resolution_s: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("metric_series.id"), primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
+    n_other: Mapped[int] = mapped_column(Integer)
+    vmin: Mapped[float | None] = mapped_column(Float)
+    vmax: Mapped[float | None] = mapped_column(Float)
+    vavg: Mapped[float | None] = mapped_column(Float)
+    vlast: Mapped[float | None] = mapped_column(Float)
+    last_status: Mapped[int] = mapped_column(SmallInteger)
+    last_ts: Mapped[int] = mapped_column(BigInteger)
+
+
+class MetricRollupState(Base):
+    """Per resolution: every bucket before `done_until` (epoch ms) is rolled up. Inserting a
+    sample older than it lowers it, so the next rollup recomputes from that bucket on."""
+
+    __tablename__ = "metric_rollup_state"
+
+    resolution_s: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    done_until: Mapped[int] = mapped_column(BigInteger)

@@ -11,7 +11,7 @@ import re
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from types import TracebackType
 from typing import Any, Final
@@ -45,8 +45,31 @@ from .records import (
     NodeView,
     RunRecord,
 )
+from .timeseries import (
+    DEFAULT_RETENTION,
+    RAW,
+    RESOLUTIONS,
+    LatestValue,
+    Point,
+    Retention,
+    Sample,
+    SeriesRange,
+)
+from .timeseries import all_series_ids as _all_series_ids
+from .timeseries import delete_old as _delete_old
+from .timeseries import encode_samples as _encode_samples
+from .timeseries import fleet_now as _fleet_now
+from .timeseries import insert_batch as _insert_batch
+from .timeseries import rollup_step as _rollup_step
+from .timeseries import series_range as _series_range
+from .timeseries import to_ms as _to_ms
+from .timeseries import watermark_ms as _watermark_ms
 
 DEFAULT_OUTPUT_CAP: Final = 64 * 1024
+#: samples per insert transaction (`insert_samples`)
+DEFAULT_SAMPLE_BATCH: Final = 10_000
+#: rows per delete statement (`purge`)
+DEFAULT_PURGE_BATCH: Final = 5_000
 CUT_MARKER: Final = "\n[... {n} bytes cut ...]\n"
 REDACTED: Final = "***"
 
@@ -247,6 +270,8 @@ class Store:
         # An in-memory database is a single shared connection: everything must queue.
         self._read_lock = self._write_lock if is_sqlite_memory(engine.url) else nullcontext()
         self._closed = False
+        #: (node, series key) -> metric_series.id, filled only after a commit
+        self._series_ids: dict[tuple[str, str], int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -586,3 +611,139 @@ class Store:
                     .order_by(RunResult.host)
                 )
             )
+
+    # -- telemetry time series (see timeseries.py) -----------------------------------------
+
+    def insert_samples(
+        self, samples: Iterable[Sample], *, batch_size: int = DEFAULT_SAMPLE_BATCH
+    ) -> int:
+        """Store samples, `batch_size` per transaction (one executemany each); returns the count.
+
+        A batch is all-or-nothing; batches committed before a failure stay. A sample for a
+        (node, series, ts) already stored replaces it. Invalid samples (naive ts, unknown
+        status, a value on a non-"ok" sample or none on an "ok" one) raise ValueError before
+        their batch is written.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        total = 0
+        batch: list[Sample] = []
+        for sample in samples:
+            batch.append(sample)
+            if len(batch) >= batch_size:
+                total += self._insert_batch(batch)
+                batch = []
+        if batch:
+            total += self._insert_batch(batch)
+        return total
+
+    def _insert_batch(self, batch: Sequence[Sample]) -> int:
+        rows = _encode_samples(batch)
+        with self._session("inserting samples", write=True) as session:
+            ids = _insert_batch(session.connection(), rows, self._series_ids)
+        self._series_ids.update(ids)
+        return len(rows)
+
+    def rollup(self, now: datetime, *, retention: Retention = DEFAULT_RETENTION) -> int:
+        """(Re)compute the 1-minute and 1-hour buckets completed since the last rollup.
+
+        Idempotent: each bucket is recomputed from raw samples by delete + insert, so running
+        it twice leaves the same rows. Late samples (older than a resolution's watermark) lower
+        that watermark when inserted, so the buckets from theirs on are recomputed here.
+        Buckets reaching back past `retention.raw` (raw data possibly purged) are left alone.
+        Works in transactions of at most an hour of buckets; returns the rows written.
+        """
+        now_ms = _to_ms(now, "now")
+        raw_keep_ms = int(retention.raw.total_seconds() * 1000)
+        written = 0
+        for width in RESOLUTIONS:
+            while True:
+                with self._session(f"rolling up {width}s buckets", write=True) as session:
+                    step = _rollup_step(session.connection(), width, now_ms, raw_keep_ms)
+                if step is None:
+                    break
+                written += step
+        return written
+
+    def purge(
+        self,
+        now: datetime,
+        *,
+        retention: Retention = DEFAULT_RETENTION,
+        batch: int = DEFAULT_PURGE_BATCH,
+    ) -> dict[str, int]:
+        """Delete data past its retention; returns the rows deleted per table
+        ({"raw": n, "1m": n, "1h": n}).
+
+        Deletes run per series, at most `batch` rows per statement and per transaction, so the
+        write lock is never held for one giant DELETE. Raw samples not yet rolled up into both
+        resolutions are kept whatever their age (run `rollup` first).
+        """
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        now_ms = _to_ms(now, "now")
+        with self._session("reading series for purge") as session:
+            sids = _all_series_ids(session.connection())
+            mark = _watermark_ms(session.connection())
+        raw_cutoff = now_ms - int(retention.raw.total_seconds() * 1000)
+        raw_cutoff = min(raw_cutoff, mark) if mark is not None else None  # type: ignore[assignment]
+        plan: list[tuple[str, int, int | None]] = [
+            ("raw", RAW, raw_cutoff),
+            ("1m", 60, now_ms - int(retention.minute.total_seconds() * 1000)),
+            ("1h", 3600, now_ms - int(retention.hour.total_seconds() * 1000)),
+        ]
+        counts: dict[str, int] = {}
+        for name, resolution, cutoff in plan:
+            counts[name] = 0
+            if cutoff is None:
+                continue
+            for sid in sids:
+                while True:
+                    with self._session(f"purging {name} data", write=True) as session:
+                        n = _delete_old(session.connection(), resolution, sid, cutoff, batch)
+                    counts[name] += n
+                    if n < batch:
+                        break
+        return counts
+
+    def fleet_now(
+        self,
+        series_prefixes: Sequence[str] = (),
+        *,
+        nodes: Sequence[str] | None = None,
+        max_age: timedelta | None = None,
+        now: datetime | None = None,
+    ) -> list[LatestValue]:
+        """The newest raw sample of every series whose key starts with one of
+        `series_prefixes` (all series when empty), by node then series. `max_age` drops
+        series silent for longer than that before `now` (default: the current time)."""
+        since = None
+        if max_age is not None:
+            since = _to_ms(utcnow() if now is None else now, "now") - int(
+                max_age.total_seconds() * 1000
+            )
+        with self._session("reading latest samples") as session:
+            return _fleet_now(session.connection(), list(series_prefixes), nodes, since)
+
+    def node_series(
+        self, node: str, series: str, start: datetime, end: datetime, *, max_points: int = 1000
+    ) -> list[Point]:
+        """One node's series over [start, end) as at most `max_points` points; the resolution
+        is chosen as in `series_over_range`."""
+        found = self.series_over_range(series, start, end, max_points=max_points, nodes=[node])
+        return found.points.get(node, [])
+
+    def series_over_range(
+        self,
+        series: str,
+        start: datetime,
+        end: datetime,
+        *,
+        max_points: int = 1000,
+        nodes: Sequence[str] | None = None,
+    ) -> SeriesRange:
+        """A series for every node (or `nodes`) over [start, end), at most `max_points` points
+        per node: raw samples for ranges up to 1 hour, 1-minute rollups up to 3 days, 1-hour
+        rollups beyond, merged into wider steps when there would be more points."""
+        with self._session(f"reading series {series}") as session:
+            return _series_range(session.connection(), series, nodes, start, end, max_points)

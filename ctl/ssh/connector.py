@@ -21,7 +21,7 @@ from agentctl.ctl.connector import (
     build_command,
     sudo_prompt,
 )
-from agentctl.ctl.errors import CommandTimeout, TransferError, UnreachableError
+from agentctl.ctl.errors import CommandTimeout, RemoteError, TransferError, UnreachableError
 from agentctl.ctl.ssh.known_hosts import KnownHosts
 from agentctl.ctl.ssh.target import Target
 from agentctl.ctl.ssh.transport import Aborter, ConnectOptions, connect_chain
@@ -219,6 +219,38 @@ class SSHConnector:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
         return h.hexdigest()
+
+    def open_tcp(self, host: str, port: int, timeout: float) -> paramiko.Channel:
+        """A TCP stream to `host:port` as the node sees it (its loopback included): a
+        `direct-tcpip` channel on this session's transport, so a node's loopback-only service
+        is reached through SSH and nothing new listens on the node. Socket-like (`sendall`,
+        `recv`, `settimeout`, `close`), with `timeout` set on it; the caller closes it.
+
+        Raises `RemoteError` when the node refuses the forward (forwarding disabled, or nothing
+        listens at `host:port`) and `UnreachableError` when the session is gone or the node
+        does not answer within `timeout`.
+        """
+        where = f"{host}:{port}"
+        try:
+            chan = self._transport.open_channel(
+                "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout
+            )
+        except paramiko.ChannelException as exc:
+            if exc.code == paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED:
+                raise RemoteError(
+                    f"TCP forwarding to {where} is disabled on this node ({exc.text})",
+                    host=self.host,
+                    hint="the node's sshd needs AllowTcpForwarding yes (or local)",
+                ) from exc
+            raise RemoteError(
+                f"the node could not connect to {where}: {exc.text or exc.code}", host=self.host
+            ) from exc
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise UnreachableError(
+                f"cannot open a TCP forward to {where}: {exc or 'timed out'}", host=self.host
+            ) from exc
+        chan.settimeout(timeout)
+        return chan
 
     def close(self) -> None:
         for transport in reversed(self._transports):

@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
 from agentctl.collectors.store import NodeRecord, Store, default_sqlite_url
-from agentctl.collectors.store.engine import alembic_config, head_revision
+from agentctl.collectors.store.engine import HEAD_REVISION, alembic_config, head_revision
 from agentctl.collectors.store.models import Base
 from agentctl.ctl.errors import StoreError
 
@@ -32,7 +32,7 @@ def db_path(tmp_path: Path) -> Path:
 def test_open_creates_directory_and_migrates_to_head(db_path: Path) -> None:
     with Store.open(_url(db_path)) as store:
         assert db_path.is_file()
-        assert store.schema_revision() == head_revision() == "0001"
+        assert store.schema_revision() == head_revision() == HEAD_REVISION
     tables = set(inspect(create_engine(_url(db_path))).get_table_names())
     assert tables >= TABLES
 
@@ -41,7 +41,7 @@ def test_default_sqlite_url_is_absolute_and_opens(tmp_path: Path) -> None:
     url = default_sqlite_url(tmp_path / "state")
     assert url == f"sqlite:///{tmp_path / 'state' / 'agentctl.db'}"
     with Store.open(url) as store:
-        assert store.schema_revision() == "0001"
+        assert store.schema_revision() == HEAD_REVISION
     assert (tmp_path / "state" / "agentctl.db").is_file()
 
 
@@ -77,7 +77,7 @@ def test_reopen_existing_database_is_a_noop_migration(db_path: Path) -> None:
         store.upsert_nodes([NodeRecord("gpu-01", "10.0.0.1", 22)])
         run_id = store.start_run("run", command="true", selection="all", hosts=["a"], options={})
     with Store.open(_url(db_path)) as store:
-        assert store.schema_revision() == "0001"
+        assert store.schema_revision() == HEAD_REVISION
         assert [n.name for n in store.list_nodes()] == ["gpu-01"]
         assert store.last_run_id() == run_id
 
@@ -99,7 +99,7 @@ def test_downgrade_to_base_and_back(db_path: Path) -> None:
     assert set(inspect(engine).get_table_names()) == {"alembic_version"}
     engine.dispose()
     with Store.open(_url(db_path)) as store:
-        assert store.schema_revision() == "0001"
+        assert store.schema_revision() == HEAD_REVISION
 
 
 def test_parent_is_a_file_raises_store_error(tmp_path: Path) -> None:
@@ -179,7 +179,7 @@ def test_output_cap_must_be_positive() -> None:
 
 def test_in_memory_database_works() -> None:
     with Store.open("sqlite://") as store:
-        assert store.schema_revision() == "0001"
+        assert store.schema_revision() == HEAD_REVISION
         store.upsert_nodes([NodeRecord("a", "a", None)])
         assert [n.name for n in store.list_nodes()] == ["a"]
 
