@@ -88,6 +88,7 @@ def _register() -> None:
     from agentctl.ctl.cli import (
         bench_cmd,
         bundle_cmd,
+        collect_cmd,
         config_cmd,
         demo_cmd,
         facts_cmd,
@@ -112,6 +113,7 @@ def _register() -> None:
     app.command("facts")(facts_cmd.facts)
     app.command("nodes")(nodes_cmd.nodes)
     app.command("demo")(demo_cmd.demo)
+    app.command("collect")(collect_cmd.collect)
     app.add_typer(playbook_cmd.app, name="playbook")
     app.command("provision")(playbook_cmd.provision)
     app.command("deploy")(playbook_cmd.deploy)
