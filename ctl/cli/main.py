@@ -94,6 +94,7 @@ def _register() -> None:
         facts_cmd,
         hosts_cmd,
         inventory_cmd,
+        metrics_cmd,
         nodes_cmd,
         playbook_cmd,
         run_cmd,
@@ -108,6 +109,7 @@ def _register() -> None:
     app.add_typer(bench_cmd.app, name="bench")
     app.add_typer(serve_cmd.app, name="serve")
     app.add_typer(bundle_cmd.app, name="bundle")
+    app.add_typer(metrics_cmd.app, name="metrics")
     bench_cmd.app.command("replay", context_settings=serve_cmd.PASS_THROUGH)(serve_cmd.replay)
     app.command("run", context_settings={"allow_interspersed_args": False})(run_cmd.run)
     app.command("facts")(facts_cmd.facts)
