@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,11 +17,14 @@ from agentctl.ctl.cli.nodes_cmd import fleet_table, node_dict
 from agentctl.ctl.cli.output import esc, plain, recap_table
 from agentctl.ctl.cli.playbook_cmd import load_playbook, run_playbook
 from agentctl.ctl.cli.state import State
+from agentctl.ctl.collect import Collector
 from agentctl.ctl.connect import Connections, is_local
+from agentctl.ctl.connector import Connector
 from agentctl.ctl.demo import start_demo_fleet, stop_services
 from agentctl.ctl.errors import HostsFailed
 from agentctl.ctl.facts import FAMILIES
-from agentctl.ctl.fanout import FanoutOptions
+from agentctl.ctl.fanout import FanOut, FanoutOptions, TaskOutput
+from agentctl.ctl.fanout import Status as FanStatus
 from agentctl.ctl.inventory import Host
 from agentctl.ctl.runner import run_recorded
 from agentctl.ctl.ssh.trust import probe_chain, record
@@ -172,8 +176,35 @@ def demo_serving(st: State, root: Path, hosts: list[Host]) -> dict[str, Any]:
     address = "127.0.0.1" if is_local(router) else router.address
     out["router"] = f"http://{address}:8080"
     out["traffic"] = agent_traffic(st, out["router"])
-    out["ok"] = all(t["status"] == 200 for t in out["traffic"])
+    out["collect"] = demo_collect(st, hosts)
+    out["ok"] = all(t["status"] == 200 for t in out["traffic"]) and out["collect"]["ok"]
     return out
+
+
+def demo_collect(st: State, hosts: list[Host]) -> dict[str, Any]:
+    """Two collection passes (the second gives interval deltas: hit rate, TTFT quantiles)."""
+    store = st.store()
+    conns = Connections(st.settings(), st.inventory())
+    collector = Collector()
+    samples: dict[str, int] = {}
+
+    def task(conn: Connector, host: Host) -> TaskOutput:
+        hc = collector.collect(conn, host)
+        store.insert_samples(hc.samples)
+        samples[host.name] = samples.get(host.name, 0) + len(hc.samples)
+        return TaskOutput(FanStatus.OK, data=hc.to_dict(), message=f"{len(hc.samples)} samples")
+
+    ok = True
+    for _ in range(2):
+        recap = FanOut(conns.connect, task, name_of=lambda h: h.name).run(hosts)
+        ok = ok and recap.ok
+    store.rollup(datetime.now(UTC))
+    hit = [v for v in store.fleet_now(["serving."]) if v.series.endswith(".kv_hit_rate")]
+    st.output.info(
+        f"collected {sum(samples.values())} samples; KV hit rate per worker: "
+        + ", ".join(f"{esc(v.series.split('.')[1])} {v.value:.0%}" for v in hit if v.value)
+    )
+    return {"ok": ok, "samples": samples, "kv_hit_rate": {v.series: v.value for v in hit}}
 
 
 def _demo_bundle(st: State, path: Path) -> Path:

@@ -37,6 +37,9 @@ def test_demo_starts_trusts_gathers_stores_and_stops(tmp_path):
     assert len(traffic) == 12 and all(t["status"] == 200 for t in traffic)
     # every turn after a session's first finds its history in the prefix cache
     assert all(t["cached_tokens"] > 0 for t in traffic if t["turn"] > 0)
+    collected = serving["collect"]
+    assert collected["ok"] and sum(collected["samples"].values()) > 0
+    assert any(rate and rate > 0 for rate in collected["kv_hit_rate"].values())
     router = serving["router"].removeprefix("http://").split(":")
     with pytest.raises(OSError), socket.create_connection((router[0], int(router[1])), timeout=1):
         pass  # the demo stopped what it deployed
