@@ -236,3 +236,19 @@ def test_package_state_is_read_from_dpkg(nodes: Nodes) -> None:
     )
     run = nodes.run(text, check=True)
     assert [r.status for r in run.results] == ["ok", "ok"], run.to_dict()
+
+
+def test_absent_directory_needs_its_marker(nodes: Nodes) -> None:
+    root = nodes.roots["pb02"] / "notours"
+    root.mkdir(parents=True)
+    (root / "precious.txt").write_text("keep me")
+    text = f"tasks:\n  - directory: {{path: {root}, state: absent, require: venv/.agentctl-pip}}\n"
+    run = nodes.run(text, host="pb02")
+    assert run.results[0].status == "failed"
+    assert "does not look like agentctl's" in (run.results[0].message or "")
+    assert (root / "precious.txt").read_text() == "keep me"
+    (root / "venv").mkdir()
+    (root / "venv" / ".agentctl-pip").write_text("x")
+    assert nodes.run(text, host="pb02").results[0].status == "changed"
+    assert not root.exists()
+    assert nodes.run(text, host="pb02").results[0].status == "ok"

@@ -143,7 +143,16 @@ def _remove(ctx: HostContext, path: str) -> None:
 
 
 class DirectoryArgs(_PathArgs):
-    pass
+    #: `state: absent` removes the directory only if this relative path exists inside it (a
+    #: marker that says the tree is ours), so a mistyped root is refused, not deleted
+    require: str | None = None
+
+    @field_validator("require")
+    @classmethod
+    def _require(cls, v: str | None) -> str | None:
+        if v is not None and (v.startswith("/") or ".." in v.split("/") or not v.strip()):
+            raise ValueError(f"require must be a relative path inside the directory: {v!r}")
+        return v
 
 
 class Directory(Operation[DirectoryArgs]):
@@ -159,6 +168,14 @@ class Directory(Operation[DirectoryArgs]):
                 return Plan()
             if args.path in PROTECTED or args.path.count("/") < 2:
                 raise OperationError(f"refusing to remove {args.path}", host=ctx.name)
+            if args.require is not None:
+                marker = posixpath.join(args.path, args.require)
+                if not ctx.run(["test", "-e", marker]).ok:
+                    raise OperationError(
+                        f"refusing to remove {args.path}: it has no {args.require}, so it does "
+                        "not look like agentctl's",
+                        host=ctx.name,
+                    )
             return Plan([f"remove {args.path} and everything under it"])
         if st.kind == "absent":
             mode = args.mode or "755"
