@@ -18,7 +18,7 @@ interval deltas), so a scheduler calls `collect(conn, host)` on it every interva
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,9 +27,11 @@ from agentctl.collectors.gpu.sample import GpuSample, Status
 from agentctl.collectors.gpu.smi import SMI_FIELDS, parse_nvidia_smi_q, parse_smi_csv, smi_command
 from agentctl.collectors.serving.fetch import FetchError, http_get_over
 from agentctl.collectors.serving.scrape import ScrapeState, ServingSample
-from agentctl.collectors.store import Sample
+from agentctl.collectors.store import Sample, Store
 from agentctl.ctl.connector import Connector
 from agentctl.ctl.errors import AgentctlError
+from agentctl.ctl.fanout import Status as FanStatus
+from agentctl.ctl.fanout import TaskOutput
 from agentctl.ctl.inventory import Host
 
 _STATUS = {
@@ -100,6 +102,25 @@ def _int(vars: Mapping[str, Any], key: str, default: int) -> int:
         return int(vars.get(key, default))
     except (TypeError, ValueError):
         return default
+
+
+def store_task(
+    collector: Collector, store: Store, got: dict[str, HostCollection]
+) -> Callable[[Connector, Host], TaskOutput]:
+    """The fan-out task of a collection pass: collect one host, write its samples in one
+    transaction (a pass cut short leaves whole hosts), keep what it got in `got`."""
+
+    def task(conn: Connector, host: Host) -> TaskOutput:
+        hc = collector.collect(conn, host)
+        if hc.samples:
+            store.insert_samples(hc.samples)
+        got[host.name] = hc
+        msg = f"{len(hc.samples)} samples"
+        if hc.problems:
+            msg += f", {len(hc.problems)} problem(s)"
+        return TaskOutput(FanStatus.OK, data=hc.to_dict(), message=msg)
+
+    return task
 
 
 @dataclass

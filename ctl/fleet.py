@@ -125,13 +125,13 @@ class LocalFleet:
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege-separation dir
         if not self.client_key.exists():
-            _keygen(self.client_key, comment="agentctl-fleet-client")
+            keygen(self.client_key, comment="agentctl-fleet-client")
         self.authorized_keys.write_text(Path(str(self.client_key) + ".pub").read_text())
         os.chmod(self.authorized_keys, 0o600)
         for node in self.nodes:
             node.directory.mkdir(parents=True, exist_ok=True)
             if not node.host_key.exists():
-                _keygen(node.host_key, comment=node.name)
+                keygen(node.host_key, comment=node.name)
             if node.port == 0:
                 node.port = _free_port(node.address)
             self._launch(sshd, node)
@@ -184,7 +184,7 @@ class LocalFleet:
         if new_host_key:
             for suffix in ("", ".pub"):
                 Path(str(node.host_key) + suffix).unlink(missing_ok=True)
-            _keygen(node.host_key, comment=node.name)
+            keygen(node.host_key, comment=node.name)
         sshd = find_sshd()
         assert sshd is not None
         self._launch(sshd, node)
@@ -240,7 +240,8 @@ class LocalFleet:
         return path
 
 
-def _keygen(path: Path, *, comment: str) -> None:
+def keygen(path: Path, *, comment: str) -> None:
+    """An unencrypted ed25519 key pair at `path` (and `path`.pub)."""
     try:
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
@@ -259,16 +260,29 @@ def _free_port(address: str) -> int:
 
 
 def _wait_for_banner(node: FleetNode, deadline: float) -> None:
+    wait_for_banner(node.address, node.port, deadline, node.process, node.log_file, node.name)
+
+
+def wait_for_banner(
+    address: str,
+    port: int,
+    deadline: float,
+    process: subprocess.Popen[bytes] | None,
+    log_file: Path,
+    what: str,
+) -> None:
+    """Until `deadline`, wait for an SSH banner on address:port; FleetError with the log's
+    tail if `process` (the sshd) exits first or nothing answers."""
     last: Exception | None = None
     while time.monotonic() < deadline:
-        if node.process is not None and node.process.poll() is not None:
-            tail = node.log_file.read_text(errors="replace")[-2000:]
-            raise FleetError(f"sshd for {node.name} exited: {tail.strip()}")
+        if process is not None and process.poll() is not None:
+            tail = log_file.read_text(errors="replace")[-2000:]
+            raise FleetError(f"sshd for {what} exited ({process.returncode}): {tail.strip()}")
         try:
-            with socket.create_connection((node.address, node.port), timeout=1) as s:
+            with socket.create_connection((address, port), timeout=1) as s:
                 if s.recv(64).startswith(b"SSH-"):
                     return
         except OSError as exc:
             last = exc
         time.sleep(0.05)
-    raise FleetError(f"sshd for {node.name} did not answer on {node.address}:{node.port}: {last}")
+    raise FleetError(f"sshd for {what} did not answer on {address}:{port}: {last}")

@@ -123,24 +123,11 @@ def load_worker_config(path: str | Path | None) -> WorkerConfig:
     """Read a YAML or JSON file (JSON is YAML); None: all defaults."""
     if path is None:
         return WorkerConfig()
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {p}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {p} is not valid YAML/JSON: {exc}") from exc
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config {p}: expected a mapping at top level")
-    section = raw.get("worker", raw)
-    if not isinstance(section, dict):
-        raise ConfigError(f"config {p}: 'worker' must be a mapping")
+    section = _read_section(path, "worker")
     try:
         return WorkerConfig.model_validate(section)
     except ValidationError as exc:
-        raise ConfigError(f"config {p}: {exc}") from None
+        raise ConfigError(f"config {path}: {exc}") from None
 
 
 # ---- router -------------------------------------------------------------------------------

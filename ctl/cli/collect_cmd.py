@@ -18,12 +18,10 @@ from rich.table import Table
 
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.output import plain
-from agentctl.ctl.collect import Collector, HostCollection
+from agentctl.ctl.collect import Collector, HostCollection, store_task
 from agentctl.ctl.connect import Connections
-from agentctl.ctl.connector import Connector
 from agentctl.ctl.errors import ExitCode
-from agentctl.ctl.fanout import FanOut, FanoutOptions, HostOutcome, Status, TaskOutput
-from agentctl.ctl.inventory import Host
+from agentctl.ctl.fanout import FanOut, FanoutOptions, HostOutcome, Status
 
 MAX_BACKOFF_S = 600.0
 PURGE_EVERY = 10
@@ -46,15 +44,7 @@ def collect(
     collector = Collector(timeout=timeout)
     got: dict[str, HostCollection] = {}
 
-    def task(conn: Connector, host: Host) -> TaskOutput:
-        hc = collector.collect(conn, host)
-        if hc.samples:
-            store.insert_samples(hc.samples)
-        got[host.name] = hc
-        msg = f"{len(hc.samples)} samples" + (
-            f", {len(hc.problems)} problem(s)" if hc.problems else ""
-        )
-        return TaskOutput(Status.OK, data=hc.to_dict(), message=msg)
+    task = store_task(collector, store, got)
 
     options = FanoutOptions(forks=forks or st.settings().forks, connect_retries=0)
     due = {h.name: 0.0 for h in chosen}
@@ -64,12 +54,14 @@ def collect(
         while True:
             now = time.monotonic()
             batch = [h for h in chosen if due[h.name] <= now]
-            fan = FanOut(conns.connect, task, name_of=lambda h: h.name, options=options)
-            with st.output.progress("collect", len(batch)) as advance:
-                recap = fan.run(batch) if batch else None
+            recap = None
+            if batch:
+                with st.output.progress("collect", len(batch)) as advance:
+                    fan = FanOut(conns.connect, task, name_of=lambda h: h.name,
+                                 options=options, on_done=advance)  # fmt: skip
+                    recap = fan.run(batch)
             outcomes: list[HostOutcome] = recap.outcomes if recap else []
             for o in outcomes:
-                advance(o)
                 host = next(h for h in chosen if h.name == o.host)
                 every = float(host.vars.get("agentctl_collect_interval", interval))
                 if o.status in (Status.OK, Status.CHANGED):

@@ -17,14 +17,12 @@ from agentctl.ctl.cli.nodes_cmd import fleet_table, node_dict
 from agentctl.ctl.cli.output import esc, plain, recap_table
 from agentctl.ctl.cli.playbook_cmd import load_playbook, run_playbook
 from agentctl.ctl.cli.state import State
-from agentctl.ctl.collect import Collector
+from agentctl.ctl.collect import Collector, HostCollection, store_task
 from agentctl.ctl.connect import Connections, is_local
-from agentctl.ctl.connector import Connector
 from agentctl.ctl.demo import start_demo_fleet, stop_services
 from agentctl.ctl.errors import HostsFailed
 from agentctl.ctl.facts import FAMILIES
-from agentctl.ctl.fanout import FanOut, FanoutOptions, TaskOutput
-from agentctl.ctl.fanout import Status as FanStatus
+from agentctl.ctl.fanout import FanOut, FanoutOptions
 from agentctl.ctl.inventory import Host
 from agentctl.ctl.runner import run_recorded
 from agentctl.ctl.ssh.trust import probe_chain, record
@@ -185,19 +183,16 @@ def demo_collect(st: State, hosts: list[Host]) -> dict[str, Any]:
     """Two collection passes (the second gives interval deltas: hit rate, TTFT quantiles)."""
     store = st.store()
     conns = Connections(st.settings(), st.inventory())
-    collector = Collector()
+    got: dict[str, HostCollection] = {}
+    task = store_task(Collector(), store, got)
     samples: dict[str, int] = {}
-
-    def task(conn: Connector, host: Host) -> TaskOutput:
-        hc = collector.collect(conn, host)
-        store.insert_samples(hc.samples)
-        samples[host.name] = samples.get(host.name, 0) + len(hc.samples)
-        return TaskOutput(FanStatus.OK, data=hc.to_dict(), message=f"{len(hc.samples)} samples")
-
     ok = True
     for _ in range(2):
+        got.clear()
         recap = FanOut(conns.connect, task, name_of=lambda h: h.name).run(hosts)
         ok = ok and recap.ok
+        for name, hc in got.items():
+            samples[name] = samples.get(name, 0) + len(hc.samples)
     store.rollup(datetime.now(UTC))
     hit = [v for v in store.fleet_now(["serving."]) if v.series.endswith(".kv_hit_rate")]
     st.output.info(

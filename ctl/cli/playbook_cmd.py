@@ -13,7 +13,7 @@ import json
 import tempfile
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -39,6 +39,9 @@ from agentctl.ctl.inventory import Host
 from agentctl.ctl.playbook import OPERATIONS, Playbook, PlaybookRunner, inventory_context
 from agentctl.ctl.playbook import load_playbook as _load
 from agentctl.ctl.runner import RunReport
+
+if TYPE_CHECKING:
+    from agentctl.ctl.bundle import VerifiedBundle
 
 PHASES = ("receive", "provision", "deploy", "monitor", "maintenance", "incident", "decommission")
 
@@ -302,39 +305,20 @@ def provision(
             if not (wheelhouse / "requirements.lock").is_file():
                 raise UsageError(f"--wheelhouse {wheelhouse}: no requirements.lock in it")
             more["agentctl_wheelhouse"] = str(wheelhouse.resolve())
-        _phase_provision(
-            hosts, check, diff, yes, extra_vars, tags, skip_tags, timeout, forks, batch,
-            max_fail_percent, rerun_failed, more,
-        )  # fmt: skip
+        _phase("provision", hosts, check=check, diff=diff, yes=yes, extra_vars=extra_vars,
+               tags=tags, skip_tags=skip_tags, timeout=timeout, forks=forks, batch=batch,
+               max_fail=max_fail_percent, rerun_failed=rerun_failed, more_vars=more)  # fmt: skip
 
 
-def _verified_bundle(path: Path, pubkey: Path | None, stack: contextlib.ExitStack) -> Any:
+def _verified_bundle(
+    path: Path, pubkey: Path | None, stack: contextlib.ExitStack
+) -> VerifiedBundle:
     from agentctl.ctl.bundle import extract_bundle, verify_bundle
 
     if path.is_file():
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agentctl-bundle-")))
         path = extract_bundle(path, tmp)
     return verify_bundle(path, pubkey)
-
-
-def _phase_provision(
-    hosts: list[str] | None,
-    check: bool,
-    diff: bool,
-    yes: bool,
-    extra_vars: list[str] | None,
-    tags: list[str] | None,
-    skip_tags: list[str] | None,
-    timeout: float | None,
-    forks: int | None,
-    batch: str | None,
-    max_fail_percent: float | None,
-    rerun_failed: int | None,
-    more: dict[str, Any],
-) -> None:
-    _phase("provision", hosts, check=check, diff=diff, yes=yes, extra_vars=extra_vars,
-           tags=tags, skip_tags=skip_tags, timeout=timeout, forks=forks, batch=batch,
-           max_fail=max_fail_percent, rerun_failed=rerun_failed, more_vars=more)  # fmt: skip
 
 
 def deploy(

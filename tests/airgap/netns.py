@@ -22,12 +22,13 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from agentctl.ctl.fleet import find_sshd, keygen, wait_for_banner
 
 SUBNET = "10.231"
 PREFIX = "agac-airgap"
@@ -66,23 +67,6 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and res.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
     return res
-
-
-def find_sshd() -> str | None:
-    found = shutil.which("sshd")
-    if found:
-        return found
-    candidates = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/usr/bin/sshd")
-    return next((p for p in candidates if os.access(p, os.X_OK)), None)
-
-
-def keygen(path: Path, comment: str) -> None:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
 
 
 def local_package_sources(python: str) -> list[Path]:
@@ -170,7 +154,11 @@ class AirgapNode:
         try:
             self._configure_links()
             self._launch_sshd(sshd)
-            self._wait_for_banner(time.monotonic() + timeout)
+            assert self.sshd is not None
+            wait_for_banner(
+                self.address, self.port, time.monotonic() + timeout, self.sshd,
+                self.sshd_log, self.netns,
+            )  # fmt: skip
         except BaseException:
             self.close()
             raise
@@ -219,7 +207,7 @@ class AirgapNode:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir
         for key, comment in ((self.client_key, "airgap-client"), (self.host_key, self.netns)):
             if not key.exists():
-                keygen(key, comment)
+                keygen(key, comment=comment)
         authorized = self.directory / "authorized_keys"
         authorized.write_text(Path(str(self.client_key) + ".pub").read_text())
         authorized.chmod(0o600)
@@ -251,21 +239,6 @@ class AirgapNode:
                 stderr=log,
                 start_new_session=True,
             )  # fmt: skip
-
-    def _wait_for_banner(self, deadline: float) -> None:
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self.sshd is not None and self.sshd.poll() is not None:
-                tail = self.sshd_log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"sshd in {self.netns} exited ({self.sshd.returncode}): {tail}")
-            try:
-                with socket.create_connection((self.address, self.port), timeout=1) as s:
-                    if s.recv(64).startswith(b"SSH-"):
-                        return
-            except OSError as exc:
-                last = exc
-            time.sleep(0.05)
-        raise RuntimeError(f"sshd in {self.netns} did not answer on {self.address}: {last}")
 
     # -- inside the node ---------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from agentctl.ctl.errors import AuthError, ConfigError, HostKeyError, UnreachableError
-from agentctl.ctl.fleet import _free_port, _keygen, find_sshd
+from agentctl.ctl.fleet import _free_port, find_sshd, keygen
 from agentctl.ctl.ssh import (
     Aborter,
     ConnectOptions,
@@ -128,8 +128,8 @@ def rsa_and_ed25519_sshd(tmp_path) -> Iterator[tuple[int, Path]]:
         ["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(d / "hk_rsa")],
         check=True,
     )
-    _keygen(d / "hk_ed", comment="ed")
-    _keygen(d / "client", comment="client")
+    keygen(d / "hk_ed", comment="ed")
+    keygen(d / "client", comment="client")
     (d / "ak").write_text((d / "client.pub").read_text())
     port = _free_port("127.0.0.1")
     (d / "cfg").write_text(
@@ -184,7 +184,7 @@ def test_key_of_an_unrecorded_type_is_unknown_not_changed(small_fleet, tmp_path)
 
 def test_different_key_of_the_same_type_stays_the_loud_changed_case(small_fleet, tmp_path):
     node = small_fleet.nodes[0]
-    _keygen(tmp_path / "other", comment="other")
+    keygen(tmp_path / "other", comment="other")
     other = (tmp_path / "other.pub").read_text().split()
     kh = tmp_path / "kh"
     kh.write_text(f"{node.known_hosts_key} {other[0]} {other[1]}\n")
@@ -201,7 +201,7 @@ def _wrong_keys(tmp_path: Path, count: int) -> list[str]:
     keys = []
     for i in range(count):
         k = tmp_path / f"wrong{i}"
-        _keygen(k, comment="wrong")
+        keygen(k, comment="wrong")
         keys.append(str(k))
     return keys
 

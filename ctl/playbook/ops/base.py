@@ -112,6 +112,10 @@ class HostContext:
             raise OperationError(f"{what} failed: {describe_failure(res)}", host=self.name)
         return res
 
+    def write_marker(self, path: str, text: str, what: str) -> None:
+        """A small state file (a digest an operation compares next run), replaced atomically."""
+        self.sh('printf %s "$2" > "$1.tmp" && mv -f -- "$1.tmp" "$1"', path, text, what=what)
+
     def sh(self, script: str, *args: str, what: str, become: bool = True) -> CommandResult:
         """A fixed script with its values as positional parameters ($1...): the values are
         never spliced into the script text."""

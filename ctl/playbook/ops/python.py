@@ -125,10 +125,7 @@ class Pip(Operation[PipArgs]):
         res = ctx.run(args.install_argv(), timeout=1800, env={"PIP_NO_INPUT": "1"})
         if not res.ok:
             raise OperationError(f"pip install failed: {describe_failure(res, 800)}", host=ctx.name)
-        ctx.sh(
-            'printf %s "$2" > "$1.tmp" && mv -f -- "$1.tmp" "$1"',
-            posixpath.join(args.venv, MARKER),
-            str(plan.data["digest"]),
-            what="recording the install",
+        ctx.write_marker(
+            posixpath.join(args.venv, MARKER), str(plan.data["digest"]), "recording the install"
         )
         return None

@@ -253,12 +253,7 @@ class Service(Operation[ServiceArgs]):
         )
 
     def _mark(self, ctx: HostContext, args: ServiceArgs, digest: str) -> None:
-        ctx.sh(
-            'printf %s "$2" > "$1.tmp" && mv -f -- "$1.tmp" "$1"',
-            args.marker,
-            digest,
-            what="recording the service state",
-        )
+        ctx.write_marker(args.marker, digest, "recording the service state")
 
     # ---- systemd ----------------------------------------------------------------------------
 
