@@ -11,23 +11,39 @@ Series names (what the exporter and the dashboards read):
   them): `kv_hit_rate` (absent when the interval had no queries), `ttft_p50_s`,
   `ttft_p90_s`, `ttft_p99_s`, `itl_p50_s`, `running`, `waiting`, `kv_usage`.
 
+Xid events come from the kernel log, read incrementally (journald's cursor, or the last
+`dmesg` line seen) and stored de-duplicated per GPU and code (`Store.record_events`); the cursor
+is saved in the same transaction as the events, so a pass cut short re-reads rather than loses.
+
 `Collector` keeps what must survive between passes (the previous scrape of each endpoint, for
-interval deltas), so a scheduler calls `collect(conn, host)` on it every interval.
+interval deltas; each host's kernel-log cursor), so a scheduler calls `collect(conn, host)` on
+it every interval.
 """
 
 from __future__ import annotations
 
+import json
+import shlex
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from agentctl.collectors.gpu.sample import GpuSample, Status
+from agentctl.collectors.gpu.sample import GpuSample, Status, node_sample_from_json
 from agentctl.collectors.gpu.smi import SMI_FIELDS, parse_nvidia_smi_q, parse_smi_csv, smi_command
+from agentctl.collectors.gpu.xid import (
+    XidCursor,
+    XidEvent,
+    dedup_key,
+    read_xids,
+    xid_command,
+    xid_time,
+)
 from agentctl.collectors.serving.fetch import FetchError, http_get_over
 from agentctl.collectors.serving.scrape import ScrapeState, ServingSample
-from agentctl.collectors.store import Sample, Store
+from agentctl.collectors.store import EventRecord, Sample, Store
 from agentctl.ctl.connector import Connector
 from agentctl.ctl.errors import AgentctlError
 from agentctl.ctl.fanout import Status as FanStatus
@@ -49,12 +65,16 @@ class HostCollection:
     problems: list[str] = field(default_factory=list)
     gpus: int = 0
     endpoints: int = 0
+    events: list[EventRecord] = field(default_factory=list)
+    #: where this pass's kernel-log read stopped (None: nothing read)
+    xid_cursor: XidCursor | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "samples": len(self.samples),
             "gpus": self.gpus,
             "endpoints": self.endpoints,
+            "xid_events": len(self.events),
             "problems": self.problems,
         }
 
@@ -114,6 +134,10 @@ def store_task(
         hc = collector.collect(conn, host)
         if hc.samples:
             store.insert_samples(hc.samples)
+        if hc.xid_cursor is not None:
+            value = encode_cursor(hc.xid_cursor)
+            store.record_events(hc.events, cursor=(host.name, XID_SOURCE, value))
+            collector.advance(host.name, hc.xid_cursor)
         got[host.name] = hc
         msg = f"{len(hc.samples)} samples"
         if hc.problems:
@@ -123,24 +147,144 @@ def store_task(
     return task
 
 
+XID_SOURCE = "xid"
+#: what one kernel-log read may bring back (a first read takes the whole boot's kernel log)
+KERNEL_LOG_CAP = 16 * 1024 * 1024
+_NO_JOURNAL = ("No journal files were found", "No journal files were opened")
+
+
+def encode_cursor(cursor: XidCursor) -> str:
+    return json.dumps({"journal": cursor.journal, "line": cursor.last_line_sha})
+
+
+def decode_cursor(value: str | None) -> XidCursor | None:
+    try:
+        d = json.loads(value) if value else None
+    except ValueError:
+        return None
+    if not isinstance(d, dict):
+        return None
+    return XidCursor(journal=d.get("journal") or None, last_line_sha=d.get("line") or None)
+
+
+def xid_records(
+    node: str, events: list[XidEvent], *, now: datetime, boot_time: datetime | None
+) -> list[EventRecord]:
+    """Store events for Xids; an unknown stamp (`[seconds]` without a boot time) is dated
+    at collection time and says so."""
+    out = []
+    for ev in events:
+        at = xid_time(ev.time, now=now, boot_time=boot_time)
+        info = ev.info
+        data: dict[str, Any] = {"meaning": info.meaning, "action": info.action, "stamp": ev.time}
+        if ev.pid is not None:
+            data["pid"] = ev.pid
+        if ev.process:
+            data["process"] = ev.process
+        if at is None:
+            data["time_known"] = False
+        out.append(
+            EventRecord(
+                node=node,
+                kind="xid",
+                key=dedup_key(ev),
+                at=at or now,
+                severity=info.severity,
+                message=ev.message,
+                code=ev.xid,
+                subject=ev.pci_bus_id,
+                data=data,
+            )
+        )
+    return out
+
+
 @dataclass
 class Collector:
     """Collection state across passes; `collect` is safe to call from fan-out threads for
-    different hosts (each host's scrape state is its own)."""
+    different hosts (each host's scrape state is its own). With a store, a host's kernel-log
+    cursor survives restarts."""
 
     timeout: float = 20.0
+    store: Store | None = None
     _scrapes: dict[str, ScrapeState] = field(default_factory=dict)
+    _cursors: dict[str, XidCursor] = field(default_factory=dict)
+    _dmesg: set[str] = field(default_factory=set)  # hosts whose kernel log is not in journald
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def collect(self, conn: Connector, host: Host) -> HostCollection:
         out = HostCollection()
         ts = datetime.now(UTC)
         self._gpus(conn, host, ts, out)
+        self._xids(conn, host, ts, out)
         self._serving(conn, host, ts, out)
         return out
+
+    def advance(self, host: str, cursor: XidCursor) -> None:
+        """Take a cursor as the start of the next read, once its events are stored."""
+        with self._lock:
+            self._cursors[host] = cursor
+
+    def _cursor(self, host: str) -> XidCursor | None:
+        with self._lock:
+            known = self._cursors.get(host)
+        if known is None and self.store is not None:
+            known = decode_cursor(self.store.get_cursor(host, XID_SOURCE))
+        return known
+
+    def _xids(self, conn: Connector, host: Host, ts: datetime, out: HostCollection) -> None:
+        v = host.vars
+        if not (host.expected_gpus or v.get("agentctl_collect_gpus")):
+            return
+        cursor = self._cursor(host.name)
+        if host.name not in self._dmesg:
+            argv = xid_command(cursor if cursor and cursor.journal else None)
+            argv[0] = str(v.get("agentctl_journalctl", "journalctl"))
+            res = conn.run(argv, timeout=self.timeout, output_cap=KERNEL_LOG_CAP)
+            no_journal = any(m in res.stdout + res.stderr for m in _NO_JOURNAL)
+            if res.ok and not no_journal:  # no new lines: no cursor line either
+                self._take_xids(host.name, res.stdout, cursor, ts, None, out)
+                return
+            if res.exit_status != 127 and not no_journal:
+                out.problems.append(f"kernel log: journalctl exit {res.exit_status}: "
+                                    f"{res.stderr.strip()[-200:]}")  # fmt: skip
+                return
+            self._dmesg.add(host.name)  # no journald kernel log here: dmesg from now on
+            cursor = cursor if cursor and not cursor.journal else None
+        dmesg = shlex.quote(str(v.get("agentctl_dmesg", "dmesg")))
+        btime = "awk '/^btime/{print $2}' /proc/stat"
+        script = f"{dmesg} && printf -- '-- btime %s\\n' \"$({btime})\""
+        res = conn.run_shell(script, timeout=self.timeout, output_cap=KERNEL_LOG_CAP)
+        if not res.ok:
+            out.problems.append(f"kernel log: dmesg exit {res.exit_status}: "
+                                f"{res.stderr.strip()[-200:]}")  # fmt: skip
+            return
+        boot = None
+        for line in reversed(res.stdout.splitlines()):
+            if line.startswith("-- btime ") and line[9:].strip().isdigit():
+                boot = datetime.fromtimestamp(int(line[9:].strip()), UTC)
+                break
+        self._take_xids(host.name, res.stdout, cursor, ts, boot, out)
+
+    def _take_xids(
+        self,
+        node: str,
+        text: str,
+        cursor: XidCursor | None,
+        ts: datetime,
+        boot: datetime | None,
+        out: HostCollection,
+    ) -> None:
+        events, nxt = read_xids(text, cursor)
+        out.events = xid_records(node, events, now=ts, boot_time=boot)
+        out.xid_cursor = nxt
 
     def _gpus(self, conn: Connector, host: Host, ts: datetime, out: HostCollection) -> None:
         v = host.vars
         if not (host.expected_gpus or v.get("agentctl_collect_gpus")):
+            return
+        if v.get("agentctl_gpu_query") == "nvml":
+            self._nvml(conn, host, ts, out)
             return
         smi = str(v.get("agentctl_nvidia_smi", "nvidia-smi"))
         if v.get("agentctl_gpu_query", "csv") == "q":
@@ -156,6 +300,29 @@ class Collector:
             return
         out.gpus = len(gpus)
         out.samples += gpu_samples(host.name, gpus, ts)
+
+    def _nvml(self, conn: Connector, host: Host, ts: datetime, out: HostCollection) -> None:
+        """NVML on the node, through the deployed venv's `python -m agentctl.collectors.gpu`."""
+        v = host.vars
+        root = str(v.get("agentctl_install_root", "/opt/agentctl"))
+        python = str(v.get("agentctl_python") or f"{root}/venv/bin/python")
+        argv = [python, "-m", "agentctl.collectors.gpu", "sample"]
+        if v.get("agentctl_nvml_replay"):
+            argv += ["--replay", str(v["agentctl_nvml_replay"])]
+        res = conn.run(argv, timeout=self.timeout, output_cap=KERNEL_LOG_CAP)
+        try:
+            doc = json.loads(res.stdout) if res.stdout.strip() else {}
+        except ValueError:
+            doc = {}
+        if not res.ok or not isinstance(doc, dict) or "gpus" not in doc:
+            why = doc.get("error") if isinstance(doc, dict) and doc.get("error") else None
+            why = why or ("not found" if res.exit_status == 127 else f"exit {res.exit_status}")
+            detail = (doc.get("detail") if isinstance(doc, dict) else None) or res.stderr
+            out.problems.append(f"nvml: {why}: {str(detail).strip()[-200:]}")
+            return
+        node = node_sample_from_json(doc)
+        out.gpus = len(node.gpus)
+        out.samples += gpu_samples(host.name, node.gpus, ts)
 
     def _serving(self, conn: Connector, host: Host, ts: datetime, out: HostCollection) -> None:
         if "worker" not in host.roles:

@@ -7,7 +7,7 @@ Gen 1. Consumers must be able to tell those apart from a failed call, hence `Rea
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -44,6 +44,32 @@ class Reading(Generic[T]):
         if self.detail:
             out["detail"] = self.detail
         return out
+
+
+_TUPLES: dict[str, Any] = {}  # field name -> NamedTuple type, filled below
+
+
+def reading_from_json(d: Any, field_name: str = "") -> Reading[Any]:
+    """The inverse of `Reading.to_json`; anything malformed reads as an error, never raises."""
+    if not isinstance(d, dict):
+        return error("malformed reading")
+    try:
+        status = Status(str(d.get("status")))
+    except ValueError:
+        return error(f"unknown status {str(d.get('status'))[:40]!r}")
+    detail = str(d.get("detail", ""))[:500]
+    if status is not Status.OK:
+        return Reading(status, None, detail)
+    value = d.get("value")
+    kind = _TUPLES.get(field_name)
+    if kind is not None:
+        if not isinstance(value, dict):
+            return error("malformed value")
+        try:
+            value = kind(**value)
+        except (TypeError, ValueError):
+            return error("malformed value")
+    return Reading(status, value, detail)
 
 
 def ok(value: T) -> Reading[T]:
@@ -161,6 +187,15 @@ class GpuSample:
         out["clock_event_reason_names"] = self.clock_event_reason_names.to_json()
         return out
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> GpuSample:
+        """What a node-side sampler printed; unknown keys are ignored (a newer node)."""
+        g = cls(index=int(d.get("index", 0)))
+        for f in fields(cls):
+            if f.name != "index" and f.name in d:
+                setattr(g, f.name, reading_from_json(d[f.name], f.name))
+        return g
+
 
 @dataclass(slots=True)
 class NodeGpuSample:
@@ -194,6 +229,27 @@ class NodeGpuSample:
             "gpus": [g.to_json() for g in self.gpus],
             "problems": {k: r.to_json() for k, r in self.problems.items()},
         }
+
+
+def node_sample_from_json(d: dict[str, Any]) -> NodeGpuSample:
+    """The inverse of `NodeGpuSample.to_json` (problems are recomputed, not read)."""
+    try:
+        ts = datetime.fromisoformat(str(d.get("timestamp")))
+    except ValueError:
+        ts = datetime.now(UTC)
+    gpus = d.get("gpus")
+    return NodeGpuSample(
+        source=str(d.get("source", "nvml"))[:40],
+        timestamp=ts,
+        driver_version=reading_from_json(d.get("driver_version")),
+        cuda_driver_version=reading_from_json(d.get("cuda_driver_version")),
+        gpus=[GpuSample.from_json(g) for g in gpus if isinstance(g, dict)]
+        if isinstance(gpus, list)
+        else [],
+    )
+
+
+_TUPLES.update(remapped_rows=RemappedRows, nvlinks=NvLinks)
 
 
 def cuda_version_text(v: int) -> str:

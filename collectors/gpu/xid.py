@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 
@@ -163,3 +164,51 @@ def xid_command(cursor: XidCursor | None = None, *, journal: bool = True) -> lis
     if cursor is not None and cursor.journal:
         return [*argv, f"--after-cursor={cursor.journal}"]
     return [*argv, "-b", "0"]
+
+
+_MONTHS = {
+    m: i + 1
+    for i, m in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+    )
+}
+_SHORT = re.compile(r"^([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)$")
+_CTIME = re.compile(r"^[A-Z][a-z]{2} ([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d) (\d{4})$")
+
+
+def xid_time(
+    stamp: str | None, *, now: datetime, boot_time: datetime | None = None
+) -> datetime | None:
+    """The UTC time of a log stamp as `parse_xid_line` kept it, or None when it cannot be
+    known: `[seconds]` needs the boot time; `Nov 23 12:00:00` (journalctl short, no year) is
+    read in UTC, in `now`'s year unless that would put it in the future."""
+    if not stamp:
+        return None
+    try:
+        if stamp[0].isdigit() and "T" in stamp:
+            t = datetime.fromisoformat(stamp.replace(",", ".", 1))
+            return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC)
+        if stamp.replace(".", "", 1).isdigit():
+            return None if boot_time is None else boot_time + timedelta(seconds=float(stamp))
+        m = _CTIME.match(stamp)
+        if m:
+            mon, day, hh, mm, ss, year = m.groups()
+            return datetime(
+                int(year), _MONTHS[mon], int(day), int(hh), int(mm), int(ss), tzinfo=UTC
+            )
+        m = _SHORT.match(stamp)
+        if m:
+            mon, day, hh, mm, ss = m.groups()
+            t = datetime(now.year, _MONTHS[mon], int(day), int(hh), int(mm), int(ss), tzinfo=UTC)
+            return t.replace(year=now.year - 1) if t > now + timedelta(days=1) else t
+    except (ValueError, KeyError, OverflowError):
+        return None
+    return None
+
+
+def dedup_key(event: XidEvent) -> str:
+    """Per GPU and code: `xid:<pci bus>:<code>`, the bus id normalised (`0000:06:00` and
+    `0000:06:00.0` are one GPU)."""
+    bus = event.pci_bus_id.lower()
+    bus = bus[:-2] if bus.endswith(".0") else bus
+    return f"xid:{bus}:{event.xid}"

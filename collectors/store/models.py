@@ -242,3 +242,62 @@ class MetricRollupState(Base):
 
     resolution_s: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     done_until: Mapped[int] = mapped_column(BigInteger)
+
+
+# -- events, collection cursors and diagnostic reports (revision 0003) ------------------------
+
+
+class Event(Base):
+    """Something that happened on a node (an Xid, a failed check), de-duplicated: repeats of
+    the same `key` within the de-duplication window raise `count` and `last_at` on one row
+    instead of adding rows, so a storm of Xid 45 stays one line with a count (DCGM#162)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index(None, "node", "kind", "key", "last_at"),
+        Index(None, "last_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node: Mapped[str]
+    kind: Mapped[str] = mapped_column(String(SHORT_LEN))
+    key: Mapped[str]
+    code: Mapped[int | None]
+    severity: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str | None]
+    message: Mapped[str] = mapped_column(Text)
+    first_at: Mapped[datetime]
+    last_at: Mapped[datetime]
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    data: Mapped[dict[str, Any]]
+
+
+class Cursor(Base):
+    """Where an incremental read of a node's source (its kernel log) stopped; written in the
+    same transaction as the events read up to it, so a crash can repeat nothing or lose
+    nothing."""
+
+    __tablename__ = "cursors"
+
+    node: Mapped[str] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(SHORT_LEN), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+
+class DiagReport(Base):
+    """One diagnostic result for one node: an L1 posture, a reboot-cause report, an L2
+    bundle's manifest summary. `verdict` is the headline (worst check, or reason code)."""
+
+    __tablename__ = "diag_reports"
+    __table_args__ = (Index(None, "node", "kind", "created_at"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node: Mapped[str]
+    kind: Mapped[str] = mapped_column(String(SHORT_LEN))
+    created_at: Mapped[datetime]
+    verdict: Mapped[str] = mapped_column(String(SHORT_LEN))
+    summary: Mapped[str] = mapped_column(Text)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    data: Mapped[dict[str, Any]]

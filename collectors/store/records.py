@@ -6,7 +6,7 @@ the store can trigger a lazy load on a closed session or depend on SQLAlchemy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
@@ -94,3 +94,50 @@ class FactSnapshot:
     collected_at: datetime
     facts: dict[str, Any]
     problems: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """An event as a collector saw it (what `record_events` takes). `key` names what repeats
+    (e.g. ``xid:0000:06:00:79``): occurrences of one key inside the window become one row."""
+
+    node: str
+    kind: str
+    key: str
+    at: datetime
+    severity: str
+    message: str
+    code: int | None = None
+    subject: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class EventView:
+    id: int
+    node: str
+    kind: str
+    key: str
+    code: int | None
+    severity: str
+    subject: str | None
+    message: str
+    first_at: datetime
+    last_at: datetime
+    count: int
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DiagRecord:
+    """A stored diagnostic result (L1 posture, reboot-cause report, L2 bundle summary)."""
+
+    id: int
+    node: str
+    kind: str
+    created_at: datetime
+    verdict: str
+    summary: str
+    run_id: int | None
+    data: dict[str, Any]

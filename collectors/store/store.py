@@ -7,6 +7,7 @@ migration failure leaves as `StoreError` naming the (password-masked) URL, never
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from agentctl.ctl.errors import StoreError  # type: ignore[import-not-found, unused-ignore]
 
+from . import events as _events
 from .engine import (
     BEGIN_MODE_OPTION,
     ForeignKeyViolation,
@@ -35,10 +37,13 @@ from .engine import (
     sqlite_file,
     upgrade_to_head,
 )
-from .models import NAME_LEN, SHORT_LEN, FactSnapshotRow, Gpu, Node, Run, RunResult
+from .models import NAME_LEN, SHORT_LEN, DiagReport, FactSnapshotRow, Gpu, Node, Run, RunResult
 from .records import (
     RESULT_STATUSES,
     RUN_STATUSES,
+    DiagRecord,
+    EventRecord,
+    EventView,
     FactSnapshot,
     HostResult,
     NodeRecord,
@@ -70,6 +75,8 @@ DEFAULT_OUTPUT_CAP: Final = 64 * 1024
 DEFAULT_SAMPLE_BATCH: Final = 10_000
 #: rows per delete statement (`purge`)
 DEFAULT_PURGE_BATCH: Final = 5_000
+#: repeats of one event key closer than this fold into one row (`record_events`)
+DEFAULT_EVENT_WINDOW: Final = timedelta(minutes=10)
 CUT_MARKER: Final = "\n[... {n} bytes cut ...]\n"
 REDACTED: Final = "***"
 
@@ -747,3 +754,89 @@ class Store:
         rollups beyond, merged into wider steps when there would be more points."""
         with self._session(f"reading series {series}") as session:
             return _series_range(session.connection(), series, nodes, start, end, max_points)
+
+    # -- events, cursors, diagnostic reports (see events.py) ---------------------------------
+
+    def record_events(
+        self,
+        events: Iterable[EventRecord],
+        *,
+        window: timedelta = DEFAULT_EVENT_WINDOW,
+        cursor: tuple[str, str, str] | None = None,
+    ) -> int:
+        """Store events de-duplicated over `window` (see `models.Event`); returns the rows
+        added. `cursor` (node, source, value) is saved in the same transaction, so a read is
+        recorded together with where it stopped, or not at all."""
+        batch = list(events)
+        for ev in batch:
+            _require_aware(ev.at, "event time")
+        with self._session("recording events", write=True) as session:
+            added = _events.merge_events(session, storable_events(batch), window)
+            if cursor is not None:
+                _events.set_cursor(session, *cursor, utcnow())
+        return added
+
+    def get_cursor(self, node: str, source: str) -> str | None:
+        with self._session("reading a cursor") as session:
+            return _events.get_cursor(session, node, source)
+
+    def list_events(
+        self,
+        *,
+        node: str | None = None,
+        kinds: Sequence[str] = (),
+        severities: Sequence[str] = (),
+        since: datetime | None = None,
+        limit: int = 200,
+    ) -> list[EventView]:
+        """Newest first (by last occurrence)."""
+        with self._session("reading events") as session:
+            return _events.list_events(
+                session, node=node, kinds=kinds, severities=severities, since=since, limit=limit
+            )
+
+    def save_diag(
+        self,
+        node: str,
+        kind: str,
+        *,
+        verdict: str,
+        summary: str,
+        data: Mapping[str, Any],
+        run_id: int | None = None,
+        created_at: datetime | None = None,
+    ) -> int:
+        """Store one diagnostic report (bounded: `data` is the caller's bounded envelope)."""
+        at = _require_aware(created_at, "report time") if created_at else utcnow()
+        with self._session("saving a diagnostic report", write=True) as session:
+            row = DiagReport(
+                node=node,
+                kind=kind,
+                created_at=at,
+                verdict=verdict[:SHORT_LEN],
+                summary=bound_text(summary, 4096),
+                run_id=run_id,
+                data=storable(dict(data)),
+            )
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def list_diag(
+        self, *, node: str | None = None, kind: str | None = None, limit: int = 50
+    ) -> list[DiagRecord]:
+        """Newest first."""
+        with self._session("reading diagnostic reports") as session:
+            return _events.list_diag(session, node=node, kind=kind, limit=limit)
+
+    def latest_diag(self, kind: str) -> dict[str, DiagRecord]:
+        """The newest report of `kind` for each node."""
+        with self._session("reading diagnostic reports") as session:
+            return _events.latest_diag(session, kind)
+
+
+def storable_events(events: Sequence[EventRecord]) -> list[EventRecord]:
+    return [
+        dataclasses.replace(e, message=storable(e.message), data=storable(dict(e.data)))
+        for e in events
+    ]

@@ -36,12 +36,13 @@ def collect(
     timeout: Annotated[float, typer.Option("--timeout", min=1.0, help="Per step.")] = 20.0,
     forks: Annotated[int | None, typer.Option("--forks", "-f", min=1)] = None,
 ) -> None:
-    """Collect GPU (nvidia-smi) and serving (/metrics over SSH) telemetry into the store."""
+    """Collect GPU (nvidia-smi), Xid (kernel log) and serving (/metrics over SSH) telemetry
+    into the store."""
     st = state()
     chosen = st.select(hosts)
     store = st.store()
     conns = Connections(st.settings(), st.inventory())
-    collector = Collector(timeout=timeout)
+    collector = Collector(timeout=timeout, store=store)
     got: dict[str, HostCollection] = {}
 
     task = store_task(collector, store, got)

@@ -184,7 +184,7 @@ def demo_collect(st: State, hosts: list[Host]) -> dict[str, Any]:
     store = st.store()
     conns = Connections(st.settings(), st.inventory())
     got: dict[str, HostCollection] = {}
-    task = store_task(Collector(), store, got)
+    task = store_task(Collector(store=store), store, got)
     samples: dict[str, int] = {}
     ok = True
     for _ in range(2):

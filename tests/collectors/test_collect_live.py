@@ -122,3 +122,125 @@ def test_unreachable_and_missing_nvidia_smi_are_reported(
     assert down.code == 4
     assert down.json["data"]["hosts"][0]["status"] == "unreachable"
     assert os.path.exists(tmp_path / "b.db")
+
+
+def _fake_journalctl(tmp: Path) -> Path:
+    """Stands for journald: the first read gives one recorded file and cursor c1, a read after
+    c1 the next file and c2, a read after c2 nothing (real journalctl then prints no cursor)."""
+    script = tmp / "journalctl"
+    first, nxt = FIXTURE / "xid_journal_iso.txt", FIXTURE / "xid_journal_iso_next.txt"
+    script.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do case "$a" in\n'
+        f"  --after-cursor=c1) cat {nxt}; echo '-- cursor: c2'; exit 0;;\n"
+        "  --after-cursor=c2) echo '-- No entries --'; exit 0;;\n"
+        "esac; done\n"
+        f"cat {first}; echo '-- cursor: c1'\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def test_xid_events_are_read_incrementally_and_deduplicated(
+    cli: Any, node: LocalFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTCTL_KNOWN_HOSTS", str(node.write_known_hosts(tmp_path / "kh")))
+    db = tmp_path / "x.db"
+    monkeypatch.setenv("AGENTCTL_DATABASE_URL", f"sqlite:///{db}")
+    inv = str(
+        _inventory(node, tmp_path, 1, agentctl_roles=[],
+                   agentctl_journalctl=str(_fake_journalctl(tmp_path)))
+    )  # fmt: skip
+
+    first = cli("-i", inv, "--json", "collect", "--once")
+    assert first.code == 0, first.stdout + first.stderr
+    assert first.json["data"]["hosts"][0]["xid_events"] == 4
+    store = Store.open(f"sqlite:///{db}")
+    by_code = {e.code: e for e in store.list_events(node="co01", kinds=["xid"])}
+    assert set(by_code) == {79, 13}
+    fell = by_code[79]
+    assert (fell.count, fell.severity, fell.subject) == (3, "critical", "0000:06:00")
+    assert fell.first_at.isoformat() == "2026-11-20T03:10:01+00:00"
+    assert fell.last_at.isoformat() == "2026-11-20T03:11:05+00:00"
+    assert "RESTART_BM" in fell.data["action"]
+    assert by_code[13].severity == "app"
+    assert store.get_cursor("co01", "xid") is not None
+
+    # A new process (new Collector) resumes from the stored cursor: only the new lines come.
+    second = cli("-i", inv, "--json", "collect", "--once")
+    assert second.json["data"]["hosts"][0]["xid_events"] == 2
+    rows = store.list_events(node="co01", kinds=["xid"])
+    seventy_nine = sorted((e for e in rows if e.code == 79), key=lambda e: e.first_at)
+    # 03:13 folds into the burst (within 10 min of it); 05:00 is a new occurrence.
+    assert [(e.count, e.last_at.hour, e.last_at.minute) for e in seventy_nine] == [
+        (4, 3, 13),
+        (1, 5, 0),
+    ]
+    third = cli("-i", inv, "--json", "collect", "--once")
+    assert third.json["data"]["hosts"][0]["xid_events"] == 0
+    assert sum(e.count for e in store.list_events(node="co01")) == 6
+    store.close()
+
+
+def test_xid_events_fall_back_to_dmesg_without_journald(
+    cli: Any, node: LocalFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTCTL_KNOWN_HOSTS", str(node.write_known_hosts(tmp_path / "kh")))
+    db = tmp_path / "d.db"
+    monkeypatch.setenv("AGENTCTL_DATABASE_URL", f"sqlite:///{db}")
+    dmesg = tmp_path / "dmesg"
+    dmesg.write_text(f"#!/bin/sh\ncat {FIXTURE / 'xid_dmesg_raw.txt'}\n")
+    dmesg.chmod(0o755)
+    inv = str(
+        _inventory(node, tmp_path, 1, agentctl_roles=[],
+                   agentctl_journalctl="/nonexistent/journalctl", agentctl_dmesg=str(dmesg))
+    )  # fmt: skip
+    first = cli("-i", inv, "--json", "collect", "--once")
+    assert first.code == 0, first.stdout + first.stderr
+    assert first.json["data"]["hosts"][0]["problems"] == []
+    store = Store.open(f"sqlite:///{db}")
+    events = store.list_events(node="co01")
+    assert sorted(e.code for e in events if e.code is not None) == [31, 79, 154]
+    boot = Path("/proc/stat").read_text().split("btime ")[1].split()[0]
+    fell = next(e for e in events if e.code == 79)
+    assert abs(fell.first_at.timestamp() - (int(boot) + 155044.078590)) < 1
+    assert next(e for e in events if e.code == 154).data["action"] == "Drain and Reset"
+    # dmesg is whole again on every read: nothing seen before is stored twice
+    again = cli("-i", inv, "--json", "collect", "--once")
+    assert again.json["data"]["hosts"][0]["xid_events"] == 0
+    assert sum(e.count for e in store.list_events(node="co01")) == 3
+    store.close()
+
+
+def test_nvml_path_samples_on_the_node_through_its_python(
+    cli: Any, node: LocalFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`agentctl_gpu_query: nvml` runs `python -m agentctl.collectors.gpu sample` on the node;
+    NVML itself is the recorded H100 replay (the only replaced part)."""
+    import sys
+
+    monkeypatch.setenv("AGENTCTL_KNOWN_HOSTS", str(node.write_known_hosts(tmp_path / "kh")))
+    db = tmp_path / "n.db"
+    monkeypatch.setenv("AGENTCTL_DATABASE_URL", f"sqlite:///{db}")
+    replay = FIXTURE / "nvml_h100x2_565.57.01.json"
+    inv = str(
+        _inventory(node, tmp_path, 1, agentctl_roles=[], agentctl_gpu_query="nvml",
+                   agentctl_python=sys.executable, agentctl_nvml_replay=str(replay),
+                   agentctl_journalctl=str(_fake_journalctl(tmp_path)))
+    )  # fmt: skip
+    res = cli("-i", inv, "--json", "collect", "--once")
+    assert res.code == 0, res.stdout + res.stderr
+    host = res.json["data"]["hosts"][0]
+    assert (host["gpus"], host["problems"]) == (2, [])
+    with Store.open(f"sqlite:///{db}") as store:
+        latest = {v.series: v for v in store.fleet_now(["gpu"])}
+    assert latest["gpu1.temperature_c"].value is not None
+    assert latest["gpu0.fan_speed_pct"].status == "not_supported"
+    assert latest["gpu0.nvlinks.up"].value == 18.0
+
+    broken = _inventory(node, tmp_path, 1, agentctl_roles=[], agentctl_gpu_query="nvml",
+                        agentctl_python=sys.executable,
+                        agentctl_journalctl=str(_fake_journalctl(tmp_path)))  # fmt: skip
+    res = cli("-i", str(broken), "--json", "collect", "--once")  # no GPU here: NVML cannot load
+    problems = res.json["data"]["hosts"][0]["problems"]
+    assert any(p.startswith("nvml: library_not_found") for p in problems), problems

@@ -258,3 +258,42 @@ def test_journal_read_returns_its_cursor_and_builds_the_next_command() -> None:
     assert xid_command(cur, journal=False) == ["dmesg"]
     # An empty read (no new entries) keeps the old cursor.
     assert read_xids("", cur)[1] == cur
+
+
+def test_xid_times_in_every_stamp_style_and_dedup_keys() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from agentctl.collectors.gpu.xid import dedup_key, parse_xid_line, xid_time
+
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    boot = datetime(2026, 1, 1, tzinfo=UTC)
+    assert xid_time("2025-01-21T04:41:44,283302+00:00", now=now) == datetime(
+        2025, 1, 21, 4, 41, 44, 283302, tzinfo=UTC
+    )
+    assert xid_time("2026-01-01T12:00:00+0100", now=now) == datetime(2026, 1, 1, 11, tzinfo=UTC)
+    assert xid_time("130.5", now=now) is None  # [seconds] without a boot time: unknown
+    assert xid_time("130.5", now=now, boot_time=boot) == boot + timedelta(seconds=130.5)
+    assert xid_time("Dec 31 23:00:00", now=now) == datetime(2025, 12, 31, 23, tzinfo=UTC)
+    assert xid_time("Jan  1 01:00:00", now=now) == datetime(2026, 1, 1, 1, tzinfo=UTC)
+    assert xid_time("Thu Jan  1 01:00:00 2026", now=now) == datetime(2026, 1, 1, 1, tzinfo=UTC)
+    for junk in ("", None, "Foo 99 99:99:99", "9999-99-99T00:00:00", "1e400"):
+        assert xid_time(junk, now=now) is None
+    a = parse_xid_line("NVRM: Xid (PCI:0000:06:00): 79, GPU has fallen off the bus.")
+    b = parse_xid_line("NVRM: Xid (PCI:0000:06:00.0): 79, GPU has fallen off the bus.")
+    assert a is not None and b is not None and dedup_key(a) == dedup_key(b) == "xid:0000:06:00:79"
+
+
+def test_node_sample_json_round_trip_keeps_every_status() -> None:
+    from agentctl.collectors.gpu.nvml import NvmlSource
+    from agentctl.collectors.gpu.replay import ReplayNvml
+    from agentctl.collectors.gpu.sample import node_sample_from_json
+
+    fixture = Path(__file__).resolve().parents[2] / "fixtures/gpu/nvml_h100x2_565.57.01.json"
+    sample = NvmlSource(ReplayNvml.from_file(fixture)).sample()
+    doc = sample.to_json()
+    back = node_sample_from_json(doc)
+    assert back.to_json() == doc
+    assert back.gpus[0].remapped_rows.value is not None
+    assert back.gpus[0].remapped_rows.value.pending is False
+    junk = node_sample_from_json({"gpus": [{"index": 0, "temperature_c": {"status": "??"}}, 5]})
+    assert len(junk.gpus) == 1 and junk.gpus[0].temperature_c.status == "error"

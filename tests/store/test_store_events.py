@@ -1,0 +1,67 @@
+"""Events (de-duplication window, cursors saved with their events) and diagnostic reports,
+on a real SQLite file."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agentctl.collectors.store import EventRecord, Store
+
+T0 = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
+
+
+def _ev(minutes: float, key: str = "xid:0000:06:00:79", node: str = "n1") -> EventRecord:
+    return EventRecord(node=node, kind="xid", key=key, at=T0 + timedelta(minutes=minutes),
+                       severity="critical", message=f"at {minutes}", code=79)  # fmt: skip
+
+
+def test_repeats_inside_the_window_fold_into_one_row(tmp_path: Path) -> None:
+    with Store.open(f"sqlite:///{tmp_path / 'e.db'}") as store:
+        added = store.record_events([_ev(0), _ev(4), _ev(9), _ev(30), _ev(5, key="other")])
+        assert added == 3
+        rows = store.list_events(node="n1")
+        got = sorted((r.key, r.count, r.first_at, r.last_at) for r in rows)
+        assert got == [
+            ("other", 1, T0 + timedelta(minutes=5), T0 + timedelta(minutes=5)),
+            ("xid:0000:06:00:79", 1, T0 + timedelta(minutes=30), T0 + timedelta(minutes=30)),
+            ("xid:0000:06:00:79", 3, T0, T0 + timedelta(minutes=9)),
+        ]
+        # an event arriving later but dated inside a row's span joins it; the newest message wins
+        store.record_events([_ev(2)], window=timedelta(minutes=1))
+        burst = next(r for r in store.list_events(node="n1") if r.count > 1)
+        assert (burst.count, burst.message) == (4, "at 9")
+        # other nodes and severities filter
+        store.record_events([_ev(0, node="n2")])
+        assert {r.node for r in store.list_events()} == {"n1", "n2"}
+        assert store.list_events(severities=["info"]) == []
+        assert len(store.list_events(since=T0 + timedelta(minutes=20))) == 1
+
+
+def test_the_cursor_is_saved_with_its_events_or_not_at_all(tmp_path: Path) -> None:
+    with Store.open(f"sqlite:///{tmp_path / 'c.db'}") as store:
+        store.record_events([_ev(0)], cursor=("n1", "xid", "c1"))
+        assert store.get_cursor("n1", "xid") == "c1"
+        naive = EventRecord("n1", "xid", "k", datetime(2026, 1, 1), "info", "m")  # noqa: DTZ001
+        with pytest.raises(ValueError, match="timezone-aware"):
+            store.record_events([_ev(1), naive], cursor=("n1", "xid", "c2"))
+        assert store.get_cursor("n1", "xid") == "c1"
+        assert sum(r.count for r in store.list_events()) == 1
+        store.record_events([], cursor=("n1", "xid", "c3"))
+        assert store.get_cursor("n1", "xid") == "c3"
+
+
+def test_diag_reports_newest_per_node(tmp_path: Path) -> None:
+    with Store.open(f"sqlite:///{tmp_path / 'd.db'}") as store:
+        for i, (node, verdict) in enumerate([("a", "pass"), ("b", "fail"), ("a", "warn")]):
+            store.save_diag(node, "l1", verdict=verdict, summary=f"s{i}",
+                            data={"checks": [{"name": "disk", "pass": 1}]},
+                            created_at=T0 + timedelta(minutes=i))  # fmt: skip
+        store.save_diag("a", "reboot_cause", verdict="kernel_panic", summary="x", data={})
+        latest = store.latest_diag("l1")
+        assert {k: v.verdict for k, v in latest.items()} == {"a": "warn", "b": "fail"}
+        assert latest["a"].data == {"checks": [{"name": "disk", "pass": 1}]}
+        assert [r.summary for r in store.list_diag(node="a", kind="l1")] == ["s2", "s0"]
+        assert [r.kind for r in store.list_diag(node="a", limit=1)] == ["reboot_cause"]  # newest
