@@ -44,7 +44,7 @@ def test_the_cursor_is_saved_with_its_events_or_not_at_all(tmp_path: Path) -> No
     with Store.open(f"sqlite:///{tmp_path / 'c.db'}") as store:
         store.record_events([_ev(0)], cursor=("n1", "xid", "c1"))
         assert store.get_cursor("n1", "xid") == "c1"
-        naive = EventRecord("n1", "xid", "k", datetime(2026, 1, 1), "info", "m")  # noqa: DTZ001
+        naive = EventRecord("n1", "xid", "k", datetime(2026, 1, 1), "info", "m")
         with pytest.raises(ValueError, match="timezone-aware"):
             store.record_events([_ev(1), naive], cursor=("n1", "xid", "c2"))
         assert store.get_cursor("n1", "xid") == "c1"
