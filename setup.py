@@ -31,6 +31,7 @@ setup(
             "py.typed",
             "templates/*.j2",
             "templates/**/*.j2",
+            "static/*",
         ]
     },
     include_package_data=True,

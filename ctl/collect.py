@@ -99,6 +99,44 @@ def gpu_samples(node: str, gpus: list[GpuSample], ts: datetime) -> list[Sample]:
     return out
 
 
+#: node-level roll-ups written with each GPU pass, so fleet views read 4 series, not 4 x GPUs
+NODE_SERIES = (
+    "node.gpu_util_avg",
+    "node.gpu_mem_used_pct",
+    "node.gpu_temp_max",
+    "node.gpu_power_w",
+)
+
+
+def node_gpu_samples(node: str, gpus: list[GpuSample], ts: datetime) -> list[Sample]:
+    """Mean utilisation, memory used (% of all GPU memory), hottest GPU and total power; a
+    roll-up is absent when no GPU gave that field (GB10's memory, for one)."""
+
+    def values(field: str) -> list[float]:
+        out = []
+        for g in gpus:
+            r = getattr(g, field)
+            if r.ok and isinstance(r.value, int | float):
+                out.append(float(r.value))
+        return out
+
+    util, temp, power = (
+        values("utilization_gpu_pct"),
+        values("temperature_c"),
+        values("power_draw_w"),
+    )
+    used, total = values("memory_used_bytes"), values("memory_total_bytes")
+    got: dict[str, float | None] = {
+        "node.gpu_util_avg": sum(util) / len(util) if util else None,
+        "node.gpu_mem_used_pct": 100.0 * sum(used) / sum(total)
+        if used and total and len(used) == len(total) and sum(total) > 0
+        else None,
+        "node.gpu_temp_max": max(temp) if temp else None,
+        "node.gpu_power_w": sum(power) if power else None,
+    }
+    return [Sample(node, k, ts, v) for k, v in got.items() if v is not None]
+
+
 def serving_samples(node: str, worker: str, s: ServingSample, ts: datetime) -> list[Sample]:
     values: dict[str, float | None] = {
         "kv_hit_rate": s.kv_hit_rate,
@@ -299,7 +337,7 @@ class Collector:
             out.problems.append(f"nvidia-smi: {why}: {res.stderr.strip()[-200:]}")
             return
         out.gpus = len(gpus)
-        out.samples += gpu_samples(host.name, gpus, ts)
+        out.samples += gpu_samples(host.name, gpus, ts) + node_gpu_samples(host.name, gpus, ts)
 
     def _nvml(self, conn: Connector, host: Host, ts: datetime, out: HostCollection) -> None:
         """NVML on the node, through the deployed venv's `python -m agentctl.collectors.gpu`."""
@@ -323,6 +361,7 @@ class Collector:
         node = node_sample_from_json(doc)
         out.gpus = len(node.gpus)
         out.samples += gpu_samples(host.name, node.gpus, ts)
+        out.samples += node_gpu_samples(host.name, node.gpus, ts)
 
     def _serving(self, conn: Connector, host: Host, ts: datetime, out: HostCollection) -> None:
         if "worker" not in host.roles:

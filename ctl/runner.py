@@ -51,7 +51,8 @@ def outcome_dict(o: HostOutcome) -> dict[str, Any]:
         out["error"] = o.error.to_dict()
     elif o.message:
         out["message"] = o.message
-    if isinstance(o.data, dict) and "tasks" in o.data:  # a playbook's per-task results
+    # a playbook's per-task results, or a report that names its schema (diagnostics)
+    if isinstance(o.data, dict) and ("tasks" in o.data or "schema" in o.data):
         out["data"] = o.data
     return out
 

@@ -32,6 +32,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agentctl.ctl.connector import DEFAULT_OUTPUT_CAP
+from agentctl.ctl.diag.l1.thresholds import L1Thresholds
 from agentctl.ctl.errors import ConfigError
 
 __all__ = [
@@ -190,6 +191,11 @@ class Settings(BaseSettings):
             "NAME of an environment variable holding the sudo password, never the password "
             "itself; unset means passwordless `sudo -n`."
         ),
+    )
+
+    diag_l1: L1Thresholds = Field(
+        default_factory=L1Thresholds,
+        description="Thresholds of `agentctl diag l1` (a [diag_l1] table in config.toml).",
     )
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)

@@ -19,6 +19,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
   # the bundle's apt repository tests (dpkg-deb builds a tiny package)
   command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
+  # the web dashboard's page tests: Debian's headless chromium driven by playwright
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
   if [ "${#need[@]}" -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from .engine import default_sqlite_url, display_url
 from .records import (
     RESULT_STATUSES,
+    ROLES,
     RUN_STATUSES,
     DiagRecord,
     EventRecord,
@@ -19,6 +20,7 @@ from .records import (
     NodeRecord,
     NodeView,
     RunRecord,
+    UserRecord,
 )
 from .store import DEFAULT_OUTPUT_CAP, Store, bound_text
 from .timeseries import LatestValue, Point, Retention, Sample, SeriesRange
@@ -26,6 +28,7 @@ from .timeseries import LatestValue, Point, Retention, Sample, SeriesRange
 __all__ = [
     "DEFAULT_OUTPUT_CAP",
     "RESULT_STATUSES",
+    "ROLES",
     "RUN_STATUSES",
     "DiagRecord",
     "EventRecord",
@@ -41,6 +44,7 @@ __all__ = [
     "Sample",
     "SeriesRange",
     "Store",
+    "UserRecord",
     "bound_text",
     "default_sqlite_url",
     "display_url",

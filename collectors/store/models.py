@@ -301,3 +301,33 @@ class DiagReport(Base):
     summary: Mapped[str] = mapped_column(Text)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     data: Mapped[dict[str, Any]]
+
+
+# -- dashboard users and API tokens (revision 0004) -------------------------------------------
+
+
+class User(Base):
+    """A dashboard login. Only a password hash is stored (argon2, computed by the dashboard)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(SHORT_LEN), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    last_login_at: Mapped[datetime | None]
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ApiToken(Base):
+    """A bearer token for the JSON API (`agentctl watch --remote`); only its sha256 is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(SHORT_LEN))
+    token_sha256: Mapped[str] = mapped_column(String(SHORT_LEN), unique=True)
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]

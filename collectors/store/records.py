@@ -141,3 +141,19 @@ class DiagRecord:
     summary: str
     run_id: int | None
     data: dict[str, Any]
+
+
+#: dashboard roles, weakest first: viewers see, operators act (L1, drain), admins manage users
+ROLES: Final = ("viewer", "operator", "admin")
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    id: int
+    username: str
+    role: str
+    created_at: datetime
+    last_login_at: datetime | None
+    disabled: bool
+    #: the argon2 hash, for the dashboard's verification only; never shown or exported
+    password_hash: str = field(repr=False, default="")

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from agentctl.ctl.errors import StoreError  # type: ignore[import-not-found, unused-ignore]
 
 from . import events as _events
+from . import users as _users
 from .engine import (
     BEGIN_MODE_OPTION,
     ForeignKeyViolation,
@@ -37,7 +38,18 @@ from .engine import (
     sqlite_file,
     upgrade_to_head,
 )
-from .models import NAME_LEN, SHORT_LEN, DiagReport, FactSnapshotRow, Gpu, Node, Run, RunResult
+from .models import (
+    NAME_LEN,
+    SHORT_LEN,
+    ApiToken,
+    DiagReport,
+    FactSnapshotRow,
+    Gpu,
+    Node,
+    Run,
+    RunResult,
+    User,
+)
 from .records import (
     RESULT_STATUSES,
     RUN_STATUSES,
@@ -49,6 +61,7 @@ from .records import (
     NodeRecord,
     NodeView,
     RunRecord,
+    UserRecord,
 )
 from .timeseries import (
     DEFAULT_RETENTION,
@@ -833,6 +846,57 @@ class Store:
         """The newest report of `kind` for each node."""
         with self._session("reading diagnostic reports") as session:
             return _events.latest_diag(session, kind)
+
+    # -- dashboard users and API tokens (see users.py) -------------------------------------
+
+    def put_user(self, username: str, password_hash: str, role: str) -> tuple[UserRecord, bool]:
+        """Add a user or replace its password hash and role; returns (user, created)."""
+        if not username or len(username) > SHORT_LEN:
+            raise ValueError(f"a username has 1 to {SHORT_LEN} characters")
+        with self._session("saving a user", write=True) as session:
+            return _users.put_user(session, username, password_hash, role, utcnow())
+
+    def get_user(self, username: str) -> UserRecord | None:
+        with self._session("reading a user") as session:
+            row = session.scalars(select(User).where(User.username == username)).first()
+            return None if row is None else _users.user_record(row)
+
+    def list_users(self) -> list[UserRecord]:
+        with self._session("listing users") as session:
+            return [
+                _users.user_record(u) for u in session.scalars(select(User).order_by(User.username))
+            ]
+
+    def remove_user(self, username: str) -> bool:
+        with self._session("removing a user", write=True) as session:
+            row = session.scalars(select(User).where(User.username == username)).first()
+            if row is None:
+                return False
+            session.execute(delete(ApiToken).where(ApiToken.user_id == row.id))
+            session.delete(row)
+            return True
+
+    def touch_login(self, username: str) -> None:
+        with self._session("recording a login", write=True) as session:
+            row = session.scalars(select(User).where(User.username == username)).first()
+            if row is not None:
+                row.last_login_at = utcnow()
+
+    def add_token(self, username: str, name: str, token: str) -> None:
+        """Keep a token's sha256 for `username` (the token itself is shown once, never stored)."""
+        with self._session("saving an API token", write=True) as session:
+            row = session.scalars(select(User).where(User.username == username)).first()
+            if row is None:
+                raise ValueError(f"no user {username!r}")
+            digest = _users.token_digest(token)
+            session.add(
+                ApiToken(user_id=row.id, name=name[:SHORT_LEN], token_sha256=digest,
+                         created_at=utcnow())
+            )  # fmt: skip
+
+    def user_by_token(self, token: str) -> UserRecord | None:
+        with self._session("checking an API token", write=True) as session:
+            return _users.user_by_token(session, token, utcnow())
 
 
 def storable_events(events: Sequence[EventRecord]) -> list[EventRecord]:

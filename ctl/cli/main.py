@@ -91,6 +91,7 @@ def _register() -> None:
         collect_cmd,
         config_cmd,
         demo_cmd,
+        diag_cmd,
         facts_cmd,
         hosts_cmd,
         inventory_cmd,
@@ -110,6 +111,7 @@ def _register() -> None:
     app.add_typer(serve_cmd.app, name="serve")
     app.add_typer(bundle_cmd.app, name="bundle")
     app.add_typer(metrics_cmd.app, name="metrics")
+    app.add_typer(diag_cmd.app, name="diag")
     bench_cmd.app.command("replay", context_settings=serve_cmd.PASS_THROUGH)(serve_cmd.replay)
     app.command("run", context_settings={"allow_interspersed_args": False})(run_cmd.run)
     app.command("facts")(facts_cmd.facts)

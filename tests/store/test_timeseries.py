@@ -232,7 +232,7 @@ def test_database_at_0001_is_upgraded_keeping_data(tmp_path: Path) -> None:
     assert not TS_TABLES & set(inspect(engine).get_table_names())
     engine.dispose()
     with Store.open(url) as store:
-        assert store.schema_revision() == HEAD_REVISION == "0003"
+        assert store.schema_revision() == HEAD_REVISION == "0004"
         assert [n.name for n in store.list_nodes()] == ["gpu-01"]
         assert store.last_run_id() == run_id
         store.insert_samples([Sample("gpu-01", "gpu0.temperature", T0, 40.0)])
