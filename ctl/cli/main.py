@@ -92,6 +92,7 @@ def _register() -> None:
         config_cmd,
         demo_cmd,
         diag_cmd,
+        export_cmd,
         facts_cmd,
         hosts_cmd,
         inventory_cmd,
@@ -112,6 +113,7 @@ def _register() -> None:
     app.add_typer(bundle_cmd.app, name="bundle")
     app.add_typer(metrics_cmd.app, name="metrics")
     app.add_typer(diag_cmd.app, name="diag")
+    app.command("export")(export_cmd.export_cmd)
     bench_cmd.app.command("replay", context_settings=serve_cmd.PASS_THROUGH)(serve_cmd.replay)
     app.command("run", context_settings={"allow_interspersed_args": False})(run_cmd.run)
     app.command("facts")(facts_cmd.facts)

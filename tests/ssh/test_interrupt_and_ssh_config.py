@@ -33,18 +33,37 @@ def _env(tmp_path: Path, known_hosts: Path) -> dict[str, str]:
     return env
 
 
+def _wait_for_sleeps(naptime: str, n: int, limit: float = 60.0) -> None:
+    """Until `n` remote `sleep NAPTIME` commands run: a loaded machine may take seconds to start the
+    CLI, and a Ctrl-C before the fan-out is a different test."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        running = 0
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                running += cmdline.read_bytes() == f"sleep\x00{naptime}\x00".encode()
+            except OSError:  # the process ended meanwhile
+                continue
+        if running >= n:
+            time.sleep(0.3)  # let the rest of the first batch settle into the same state
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{n} remote sleeps never started")
+
+
 def test_ctrl_c_stops_the_fan_out_cleanly_with_exit_130(fleet, tmp_path):
     inv = fleet.write_inventory(tmp_path / "inv.yml")
     env = _env(tmp_path, fleet.write_known_hosts(tmp_path / "kh"))
     argv = [sys.executable, "-m", "agentctl.ctl", "-i", str(inv), "--limit", "node1*", "--json"]
+    naptime = f"60.{os.getpid()}{int(time.time() * 1000) % 100000}"  # this run's sleeps only
     proc = subprocess.Popen(
-        [*argv, "run", "--forks", "4", "--", "sleep", "60"],
+        [*argv, "run", "--forks", "4", "--", "sleep", naptime],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(3)  # start-up, connections, the first four sleeps running
+    _wait_for_sleeps(naptime, 4)  # start-up, connections, the first four sleeps running
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
