@@ -74,6 +74,7 @@ from .timeseries import (
     SeriesRange,
 )
 from .timeseries import all_series_ids as _all_series_ids
+from .timeseries import bucket_averages as _bucket_averages
 from .timeseries import delete_old as _delete_old
 from .timeseries import encode_samples as _encode_samples
 from .timeseries import fleet_now as _fleet_now
@@ -767,6 +768,15 @@ class Store:
         rollups beyond, merged into wider steps when there would be more points."""
         with self._session(f"reading series {series}") as session:
             return _series_range(session.connection(), series, nodes, start, end, max_points)
+
+    def sparklines(
+        self, keys: Sequence[str], start: datetime, end: datetime, *, points: int = 30
+    ) -> dict[str, dict[str, list[float | None]]]:
+        """key -> node -> `points` averages on one time grid over [start, end) (None: no
+        sample in that step), for every node, from raw samples in one query."""
+        s, e = _to_ms(start, "start"), _to_ms(end, "end")
+        with self._session("reading sparklines") as session:
+            return _bucket_averages(session.connection(), list(keys), s, e, points)
 
     # -- events, cursors, diagnostic reports (see events.py) ---------------------------------
 

@@ -228,7 +228,8 @@ def rollup_select(width_ms: int, where: str = "") -> str:
     if w < 1:
         raise ValueError("bucket width must be at least 1 ms")
     extra = f" AND ({where})" if where else ""
-    # Driving from metric_series makes every range scan a primary-key seek per series.
+    # Driving from metric_series makes every range scan a primary-key seek per series; the
+    # unary `+` keeps SQLite (without ANALYZE statistics) from scanning metric_samples instead.
     return f"""
 SELECT g.series_id, g.bucket, g.n, g.n_other, g.vmin, g.vmax, g.vavg,
        s.value AS vlast, s.status AS last_status, g.last_ts
@@ -239,7 +240,7 @@ FROM (
            MIN(m.value) AS vmin, MAX(m.value) AS vmax, AVG(m.value) AS vavg,
            MAX(m.ts) AS last_ts
     FROM metric_series ser
-    JOIN metric_samples m ON m.series_id = ser.id AND m.ts >= :start AND m.ts < :end
+    JOIN metric_samples m ON m.series_id = +ser.id AND m.ts >= :start AND m.ts < :end
     WHERE 1 = 1{extra}
     GROUP BY m.series_id, (m.ts / {w})
 ) g
@@ -365,20 +366,27 @@ def fleet_now(
     series = {int(sid): (node, key) for sid, node, key in conn.execute(ser)}
     if not series:
         return []
-    ph = _placeholder(conn)
-    # newest sample per series: one primary-key seek each (max over the (series_id, ts) key)
-    sql = (
-        "SELECT s.series_id, s.ts, s.value, s.status FROM metric_samples s "  # noqa: S608
-        f"WHERE s.series_id = {ph} AND s.ts = "
-        f"(SELECT MAX(ts) FROM metric_samples m WHERE m.series_id = {ph})"
-    )
+    # newest sample per series in one statement: a primary-key seek each (the max over the
+    # (series_id, ts) key); ids come from the query above, so only integers are inlined
+    newest: dict[int, tuple[int, float | None, int]] = {}
+    ids = sorted(series)
+    for i in range(0, len(ids), 500):
+        chunk = ",".join(str(x) for x in ids[i : i + 500])
+        sql = (
+            "SELECT ser.id, s.ts, s.value, s.status FROM metric_series ser "  # noqa: S608
+            "JOIN metric_samples s ON s.series_id = +ser.id AND s.ts = "
+            "(SELECT MAX(m.ts) FROM metric_samples m WHERE m.series_id = ser.id) "
+            f"WHERE ser.id IN ({chunk})"
+        )
+        for sid, ts, value, status in conn.exec_driver_sql(sql):
+            newest[int(sid)] = (int(ts), value, int(status))
     out = []
-    for sid in sorted(series, key=lambda i: series[i]):
-        row = conn.exec_driver_sql(sql, (sid, sid)).first()
-        if row is None or (since_ms is not None and row[1] < since_ms):
+    for sid in sorted(newest, key=lambda i: series[i]):
+        ts, value, status = newest[sid]
+        if since_ms is not None and ts < since_ms:
             continue
         node, key = series[sid]
-        out.append(LatestValue(node, key, from_ms(int(row[1])), row[2], STATUS_NAMES[row[3]]))
+        out.append(LatestValue(node, key, from_ms(ts), value, STATUS_NAMES[status]))
     return out
 
 
@@ -413,7 +421,7 @@ FROM (
            SUM(m.vavg * m.n) / NULLIF(SUM(m.n), 0) AS vavg,
            MAX(m.bucket) AS last_bucket, MAX(m.last_ts) AS last_ts
     FROM metric_series ser
-    JOIN metric_rollups m ON m.resolution_s = {int(resolution)} AND m.series_id = ser.id
+    JOIN metric_rollups m ON m.resolution_s = {int(resolution)} AND m.series_id = +ser.id
         AND m.bucket >= :start AND m.bucket < :end
     WHERE {where}
     GROUP BY m.series_id, (m.bucket / {w})
@@ -448,15 +456,18 @@ def series_range(
         # whole buckets overlapping [start, end)
         sql = _merge_select(resolution, step, where)
         params.update(start=start_ms // unit * unit, end=end_ms)
-    joined = f"SELECT q.*, ser.node FROM ({sql}) q JOIN metric_series ser ON ser.id = q.series_id"  # noqa: S608
+    joined = (
+        f"SELECT q.*, ser.node FROM ({sql}) q JOIN metric_series ser ON ser.id = q.series_id "  # noqa: S608
+        "ORDER BY ser.node, q.bucket"
+    )
     stmt = text(joined)
     if nodes is not None:
         stmt = stmt.bindparams(bindparam("nodes", expanding=True))
     result = SeriesRange(series=key, resolution_s=resolution, step_s=step / 1000)
-    rows = sorted(conn.execute(stmt, params), key=lambda r: (r[-1], r[1]))
-    for sid, bucket, n, n_other, vmin, vmax, vavg, vlast, last_status, _last_ts, node in rows:
-        del sid
-        result.points.setdefault(node, []).append(
+    rows = conn.execute(stmt, params).all()  # one fetch: row-by-row costs more than the SQL
+    points = result.points
+    for _sid, bucket, n, n_other, vmin, vmax, vavg, vlast, last_status, _last_ts, node in rows:
+        points.setdefault(node, []).append(
             Point(
                 ts=from_ms(int(bucket)),
                 min=vmin,
@@ -469,6 +480,30 @@ def series_range(
             )
         )
     return result
+
+
+def bucket_averages(
+    conn: Connection, keys: Sequence[str], start_ms: int, end_ms: int, buckets: int
+) -> dict[str, dict[str, list[float | None]]]:
+    """Raw-sample averages of `keys` for every node on a fixed grid of `buckets` equal steps
+    over [start, end) (None where a step has no value): sparklines for a whole fleet in one
+    statement, aligned in time across nodes."""
+    if not keys or buckets < 1 or end_ms <= start_ms:
+        return {}
+    step = max(1, -(-(end_ms - start_ms) // buckets))
+    sql = text(
+        "SELECT ser.key, ser.node, (m.ts - :start) / :step AS b, AVG(m.value) "
+        "FROM metric_series ser JOIN metric_samples m ON m.series_id = +ser.id "
+        "AND m.ts >= :start AND m.ts < :end "
+        "WHERE ser.key IN :keys GROUP BY ser.id, b"
+    ).bindparams(bindparam("keys", expanding=True))
+    out: dict[str, dict[str, list[float | None]]] = {}
+    params = {"start": start_ms, "end": end_ms, "step": step, "keys": list(keys)}
+    for key, node, b, avg in conn.execute(sql, params).all():
+        grid = out.setdefault(key, {}).setdefault(node, [None] * buckets)
+        if 0 <= int(b) < buckets:
+            grid[int(b)] = None if avg is None else float(avg)
+    return out
 
 
 __all__ = [

@@ -43,6 +43,9 @@ def demo(
             help="Provision and deploy the serving stack on the fleet and send it traffic.",
         ),
     ] = True,
+    dashboard: Annotated[
+        bool, typer.Option("--dashboard/--no-dashboard", help="Serve the web dashboard.")
+    ] = True,
 ) -> None:
     """Start a local fleet of sshd nodes, trust them, gather facts, provision and deploy the
     serving stack (KV-aware router + simulated workers) from an offline bundle, send agent
@@ -54,6 +57,7 @@ def demo(
     # The demo owns its known_hosts: start it afresh, since ports change on every run.
     (root / "known_hosts").unlink(missing_ok=True)
     demo_fleet = start_demo_fleet(root, nodes)
+    web = None
     try:
         for note in demo_fleet.notes:
             st.output.warn(note)
@@ -131,6 +135,17 @@ def demo(
             serving = demo_serving(st, root, hosts)
             data["serving"] = serving
             ok = bool(serving["ok"])
+        if ok:
+            data["diagnostics"] = demo_diagnose(st, hosts)
+            data["export"] = demo_export(st, root)
+        if ok and dashboard:
+            from agentctl.ctl.cli.dashboard_cmd import demo_dashboard
+
+            web, data["dashboard"], password = demo_dashboard(st)
+            st.output.info(
+                f"dashboard: {esc(data['dashboard']['url'])}/  login: demo / {esc(password)} "
+                "(one-time, this demo's database only)"
+            )
         st.output.emit(
             data,
             schema="agentctl.demo/1",
@@ -151,6 +166,8 @@ def demo(
         if not ok:
             raise HostsFailed("some demo nodes failed; see the recap above")
     finally:
+        if web is not None:
+            web.stop()
         stop_services(root)
         demo_fleet.stop()
 
@@ -176,6 +193,57 @@ def demo_serving(st: State, root: Path, hosts: list[Host]) -> dict[str, Any]:
     out["traffic"] = agent_traffic(st, out["router"])
     out["collect"] = demo_collect(st, hosts)
     out["ok"] = all(t["status"] == 200 for t in out["traffic"]) and out["collect"]["ok"]
+    return out
+
+
+def demo_diagnose(st: State, hosts: list[Host]) -> dict[str, Any]:
+    """L1 on every node (stored, as `agentctl diag l1`), and a reboot-cause report for one."""
+    from agentctl.ctl.cli.diag_cmd import check_table, l1_task, store_l1, thresholds_of
+    from agentctl.ctl.diag.reboot import render_text
+    from agentctl.ctl.diag.service import reboot_json, run_reboot_cause
+
+    store = st.store()
+    conns = Connections(st.settings(), st.inventory())
+    report = run_recorded(
+        store, kind="diag-l1", hosts=hosts, task=l1_task(st, thresholds_of(st), False),
+        connect=conns.connect, options=FanoutOptions(), command="diag l1 (demo)",
+        selection=None, run_options={"demo": True},
+    )  # fmt: skip
+    store_l1(store, report)
+    verdicts = {}
+    for o in report.recap.outcomes:
+        if isinstance(o.data, dict) and "verdict" in o.data:
+            verdicts[o.host] = o.data["verdict"]
+    first = next((o.data for o in report.recap.outcomes if isinstance(o.data, dict)), None)
+    if first is not None and "checks" in first:
+        st.output.print(check_table(first))
+    st.output.info("L1: " + ", ".join(f"{esc(h)} {v}" for h, v in sorted(verdicts.items())))
+    host = hosts[0]
+    conn = conns.connect(host)
+    try:
+        rep, _ = run_reboot_cause(conn, host)
+    finally:
+        conn.close()
+    doc = reboot_json(rep, host.name)
+    store.save_diag(host.name, "reboot_cause", verdict=rep.reason_code, summary=rep.summary,
+                    data=doc)  # fmt: skip
+    st.output.print(render_text(rep))
+    return {"l1_run": report.run_id, "l1": verdicts, "reboot_cause": doc}
+
+
+def demo_export(st: State, root: Path) -> dict[str, Any]:
+    """An ECS export of the events and inventory the demo produced (verifiable JSON Lines)."""
+    from agentctl.ctl.export import export, verify_file
+
+    out: dict[str, Any] = {}
+    for kind in ("events", "inventory"):
+        path = root / f"export-ecs-{kind}.jsonl"
+        with open(path, "w", encoding="utf-8") as fh:
+            summary = export(st.store(), "ecs", kind, None, fh)
+        ok = verify_file(path).ok
+        out[kind] = {"path": str(path), "count": summary.count, "sha256": summary.sha256,
+                     "verified": ok}  # fmt: skip
+        st.output.info(f"ECS export: {summary.count} {kind} record(s) in {esc(path)}")
     return out
 
 

@@ -90,6 +90,7 @@ def _register() -> None:
         bundle_cmd,
         collect_cmd,
         config_cmd,
+        dashboard_cmd,
         demo_cmd,
         diag_cmd,
         export_cmd,
@@ -113,6 +114,9 @@ def _register() -> None:
     app.add_typer(bundle_cmd.app, name="bundle")
     app.add_typer(metrics_cmd.app, name="metrics")
     app.add_typer(diag_cmd.app, name="diag")
+    app.add_typer(dashboard_cmd.dashboard_app, name="dashboard")
+    app.add_typer(dashboard_cmd.users_app, name="users")
+    app.command("watch")(dashboard_cmd.watch)
     app.command("export")(export_cmd.export_cmd)
     bench_cmd.app.command("replay", context_settings=serve_cmd.PASS_THROUGH)(serve_cmd.replay)
     app.command("run", context_settings={"allow_interspersed_args": False})(run_cmd.run)

@@ -60,6 +60,23 @@ def test_demo_starts_trusts_gathers_stores_and_stops(tmp_path):
             ):
                 pass
     assert all(n["kernel"] for n in data["nodes"])
+    # diagnostics: L1 judged every node (GPU checks skip here), a reboot-cause report
+    diag = data["diagnostics"]
+    assert set(diag["l1"]) == {n["name"] for n in data["nodes"]}
+    assert set(diag["l1"].values()) <= {"pass", "warn", "fail"}
+    assert diag["reboot_cause"]["reason_code"] and "missing_sources" in diag["reboot_cause"]
+    # an ECS export that verifies
+    for kind in ("events", "inventory"):
+        exported = data["export"][kind]
+        assert exported["verified"] is True
+    assert data["export"]["inventory"]["count"] == len(data["nodes"])
+    # the dashboard was served for the demo's store, its one-time login worked, and it stopped
+    board = data["dashboard"]
+    assert board["checked"] is True and board["user"] == "demo"
+    assert "password" not in json.dumps(board)
+    host, port = board["url"].removeprefix("http://").split(":")
+    with pytest.raises(OSError), socket.create_connection((host, int(port)), timeout=1):
+        pass
     # The human run prints the fleet table.
     human = subprocess.run(
         [sys.executable, "-m", "agentctl.ctl", "demo", "--nodes", "2", "--no-serve"],

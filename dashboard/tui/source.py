@@ -1,0 +1,130 @@
+"""Where `agentctl watch` gets its data: the local store's read model, or a remote dashboard's
+JSON API. Both return the same frozen views, so the screens never know which one they read.
+
+Calls block (SQL or HTTP) and run in the TUI's worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from agentctl.collectors.store import EventView
+from agentctl.dashboard.readmodel import FleetView, NodeDetail, ReadModel, ServingView
+from agentctl.dashboard.serialize import from_json
+
+T = TypeVar("T")
+
+
+class SourceError(Exception):
+    """A read failed (unreachable, refused, malformed): the TUI shows it and keeps old data."""
+
+
+class DataSource(Protocol):
+    def fleet(self) -> FleetView: ...
+
+    def node(self, name: str, range_name: str = "24h") -> NodeDetail | None: ...
+
+    def serving(self) -> ServingView: ...
+
+    def events(self, node: str | None = None, limit: int = 50) -> list[EventView]: ...
+
+
+class LocalSource:
+    """Reads the store on this machine through the read model the web dashboard uses."""
+
+    def __init__(self, model: ReadModel) -> None:
+        self.model = model
+
+    def fleet(self) -> FleetView:
+        return self.model.fleet()
+
+    def node(self, name: str, range_name: str = "24h") -> NodeDetail | None:
+        return self.model.node(name, range_name)
+
+    def serving(self) -> ServingView:
+        return self.model.serving()
+
+    def events(self, node: str | None = None, limit: int = 50) -> list[EventView]:
+        return self.model.events(node=node, limit=limit)
+
+
+class RemoteSource:
+    """Reads a remote `agentctl dashboard serve` over its token-authenticated JSON API.
+
+    One pooled client shared by the worker threads (httpx clients are thread-safe); `close()`
+    releases it. Every answer is the `{ok, data, errors, meta}` envelope.
+    """
+
+    def __init__(
+        self, base_url: str, token: str, *, timeout: float = 10.0, verify: bool = True
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            timeout=timeout,
+            verify=verify,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def fleet(self) -> FleetView:
+        return self._view(FleetView, self._get("/api/v1/fleet"))
+
+    def node(self, name: str, range_name: str = "24h") -> NodeDetail | None:
+        path = f"/api/v1/nodes/{quote(name, safe='')}"
+        data = self._get(path, {"range": range_name}, missing_ok=True)
+        return None if data is None else self._view(NodeDetail, data)
+
+    def serving(self) -> ServingView:
+        return self._view(ServingView, self._get("/api/v1/serving"))
+
+    def events(self, node: str | None = None, limit: int = 50) -> list[EventView]:
+        params: dict[str, str | int] = {"limit": limit}
+        if node is not None:
+            params["node"] = node
+        data = self._get("/api/v1/events", params)
+        if not isinstance(data, list):
+            raise SourceError(f"{self.base_url}/api/v1/events: expected a list of events")
+        return [self._view(EventView, item) for item in data]
+
+    def _view(self, cls: type[T], data: Any) -> T:
+        try:
+            return from_json(cls, data)
+        except (ValueError, TypeError) as exc:
+            raise SourceError(f"{self.base_url}: unexpected {cls.__name__} data: {exc}") from exc
+
+    def _get(
+        self, path: str, params: dict[str, str | int] | None = None, *, missing_ok: bool = False
+    ) -> Any:
+        """The envelope's `data`; a transport error, non-JSON body or non-ok envelope raises
+        SourceError carrying the server's own first error message where it sent one."""
+        url = f"{self.base_url}{path}"
+        try:
+            resp = self._client.get(path, params=params)
+        except httpx.HTTPError as exc:
+            raise SourceError(f"{url}: {exc}") from exc
+        if missing_ok and resp.status_code == 404:
+            return None
+        try:
+            doc = resp.json()
+        except ValueError:
+            raise SourceError(f"{url}: HTTP {resp.status_code}, not a JSON answer") from None
+        if not isinstance(doc, dict):
+            raise SourceError(f"{url}: HTTP {resp.status_code}, not an agentctl envelope")
+        if resp.is_error or doc.get("ok") is not True:
+            raise SourceError(f"{url}: {_first_error(doc) or f'HTTP {resp.status_code}'}")
+        return doc.get("data")
+
+
+def _first_error(doc: dict[str, Any]) -> str | None:
+    errors = doc.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        message = errors[0].get("message")
+        if isinstance(message, str) and message:
+            return message
+    return None
