@@ -32,6 +32,8 @@ setup(
             "templates/*.j2",
             "templates/**/*.j2",
             "static/*",
+            "data/*.xz",
+            "data/*.md",
         ]
     },
     include_package_data=True,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +45,10 @@ def demo(
             "--serve/--no-serve",
             help="Provision and deploy the serving stack on the fleet and send it traffic.",
         ),
+    ] = True,
+    replay: Annotated[
+        bool,
+        typer.Option("--replay/--no-replay", help="Replay Claude Code traces, kv vs round-robin."),
     ] = True,
     dashboard: Annotated[
         bool, typer.Option("--dashboard/--no-dashboard", help="Serve the web dashboard.")
@@ -132,7 +139,7 @@ def demo(
         }
         ok = report.recap.ok
         if serve and ok:
-            serving = demo_serving(st, root, hosts)
+            serving = demo_serving(st, root, hosts, replay)
             data["serving"] = serving
             ok = bool(serving["ok"])
         if ok:
@@ -172,7 +179,49 @@ def demo(
         demo_fleet.stop()
 
 
-def demo_serving(st: State, root: Path, hosts: list[Host]) -> dict[str, Any]:
+DEMO_TRACE = Path(__file__).resolve().parent.parent / "data" / "weka_cc_sample6.jsonl.xz"
+
+
+def demo_replay(st: State, seconds: float = 12.0) -> dict[str, Any]:
+    """Two real Claude Code conversations replayed live through the router, KV-aware against
+    round-robin (fresh router and workers per policy, `agentctl bench replay --mode live`)."""
+    argv = [
+        sys.executable, "-m", "agentctl.serving", "bench", "replay", str(DEMO_TRACE),
+        "--mode", "live", "--policy", "round-robin", "--policy", "kv", "--workers", "2",
+        "--limit", "2", "--think-scale", "0.02", "--time-scale", "0.25",
+        "--max-wall", str(seconds), "--json",
+    ]  # fmt: skip
+    st.output.info(f"replaying Claude Code traces live: round-robin, then kv ({seconds:.0f}s each)")
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    try:
+        policies = json.loads(res.stdout)["data"]["policies"]
+    except (ValueError, KeyError, TypeError):
+        st.output.warn(f"trace replay failed: {res.stderr.strip()[-300:]}")
+        return {"ok": False}
+    table = Table(title="Claude Code traces, live through the router", title_justify="left")
+    for col in ("policy", "requests", "KV hit rate", "TTFT p50", "TTFT p99"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    rows = {}
+    for p in policies:
+        ttft = p.get("ttft_ms") or {}
+        rows[p["policy"]] = {
+            "hit_rate": p.get("hit_rate"), "ttft_p50_ms": ttft.get("p50"),
+            "ttft_p99_ms": ttft.get("p99"), "requests": p.get("completed"),
+        }  # fmt: skip
+        table.add_row(plain(p["policy"]), plain(p.get("completed", "-")),
+                      f"{p.get('hit_rate', 0):.1%}", f"{ttft.get('p50', 0):.0f} ms",
+                      f"{ttft.get('p99', 0):.0f} ms")  # fmt: skip
+    st.output.print(table)
+    kv, rr = rows.get("kv"), rows.get("round-robin")
+    out: dict[str, Any] = {"ok": True, "policies": rows}
+    if kv and rr and kv["ttft_p50_ms"] and rr["ttft_p50_ms"]:
+        out["ttft_p50_ratio_rr_over_kv"] = rr["ttft_p50_ms"] / kv["ttft_p50_ms"]
+        st.output.info(f"kv vs round-robin: hit rate {kv['hit_rate']:.1%} vs {rr['hit_rate']:.1%}, "
+                       f"TTFT p50 {out['ttft_p50_ratio_rr_over_kv']:.2f}x lower")  # fmt: skip
+    return out
+
+
+def demo_serving(st: State, root: Path, hosts: list[Host], replay: bool = True) -> dict[str, Any]:
     """Bundle (built once, verified every time), provision, deploy, then agent traffic."""
     out: dict[str, Any] = {"ok": False}
     wheels = _demo_bundle(st, root / "bundle")
@@ -191,6 +240,8 @@ def demo_serving(st: State, root: Path, hosts: list[Host]) -> dict[str, Any]:
     address = "127.0.0.1" if is_local(router) else router.address
     out["router"] = f"http://{address}:8080"
     out["traffic"] = agent_traffic(st, out["router"])
+    if replay:
+        out["replay"] = demo_replay(st)
     out["collect"] = demo_collect(st, hosts)
     out["ok"] = all(t["status"] == 200 for t in out["traffic"]) and out["collect"]["ok"]
     return out

@@ -37,6 +37,9 @@ def test_demo_starts_trusts_gathers_stores_and_stops(tmp_path):
     assert len(traffic) == 12 and all(t["status"] == 200 for t in traffic)
     # every turn after a session's first finds its history in the prefix cache
     assert all(t["cached_tokens"] > 0 for t in traffic if t["turn"] > 0)
+    replay = serving["replay"]  # real Claude Code conversations, live, kv against round-robin
+    assert replay["ok"] is True and set(replay["policies"]) == {"kv", "round-robin"}
+    assert all(p["requests"] > 0 and 0 < p["hit_rate"] <= 1 for p in replay["policies"].values())
     collected = serving["collect"]
     assert collected["ok"] and sum(collected["samples"].values()) > 0
     assert any(rate and rate > 0 for rate in collected["kv_hit_rate"].values())
@@ -89,3 +92,38 @@ def test_demo_starts_trusts_gathers_stores_and_stops(tmp_path):
     )
     assert human.returncode == 0, human.stderr
     assert "Fleet" in human.stdout and "node02" in human.stdout
+
+
+def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
+    """`demo --keep` holds the fleet, the serving stack and the dashboard until Ctrl-C; then
+    every port it opened is closed and it exits 130."""
+    import re
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCTL_")}
+    env.update(XDG_STATE_HOME=str(tmp_path / "state"), XDG_DATA_HOME=str(tmp_path / "data"),
+               COLUMNS="200", NO_COLOR="1")  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentctl.ctl", "demo", "--nodes", "2", "--keep", "--no-replay"],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    seen = []
+    deadline = time.monotonic() + 300
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if "Ctrl-C stops it" in line or time.monotonic() > deadline:
+            break
+    text = "".join(seen)
+    assert "Ctrl-C stops it" in text, text[-3000:]
+    urls = re.findall(r"(?:dashboard|router): (http://[\d.]+:\d+)", text)
+    assert len(urls) == 2, text[-3000:]
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, rest[-2000:]
+    for url in urls:
+        host, port = url.removeprefix("http://").split(":")
+        with pytest.raises(OSError), socket.create_connection((host, int(port)), timeout=1):
+            pass
