@@ -11,7 +11,6 @@ import os
 import re
 import secrets
 import threading
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,15 +18,14 @@ import typer
 from rich.table import Table
 
 from agentctl.collectors.store import ROLES
-from agentctl.ctl.cli.diag_cmd import store_l1, thresholds_of
+from agentctl.ctl.cli.diag_cmd import l1_task, store_l1, thresholds_of
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.output import plain
 from agentctl.ctl.cli.playbook_cmd import _drain_pass
 from agentctl.ctl.cli.state import State
 from agentctl.ctl.connect import Connections
-from agentctl.ctl.diag.service import run_l1
 from agentctl.ctl.errors import ConfigError, UsageError
-from agentctl.ctl.fanout import FanoutOptions, Status, TaskOutput
+from agentctl.ctl.fanout import FanoutOptions
 from agentctl.ctl.runner import run_recorded
 from agentctl.dashboard.actions import ActionResult
 
@@ -53,14 +51,7 @@ class FleetActions:
             self._known(node)
             st = self.st
             conns = Connections(st.settings(), st.inventory())
-            thresholds = thresholds_of(st)
-
-            def task(conn: Any, host: Any) -> TaskOutput:
-                rep = run_l1(conn, host, thresholds, become=conns.become_for(host, sudo=False))
-                data = {**rep.to_json(), "summary": rep.summary()}
-                status = Status.FAILED if rep.verdict == "fail" else Status.OK
-                return TaskOutput(status, data=data, message=rep.summary()[:200])
-
+            task = l1_task(st, thresholds_of(st), False)
             report = run_recorded(
                 st.store(), kind="diag-l1", hosts=st.select([node]), task=task,
                 connect=conns.connect, options=FanoutOptions(forks=1, connect_retries=0),
@@ -94,33 +85,7 @@ class FleetActions:
         return self._drain(node, False)
 
 
-class BackgroundServer:
-    """The dashboard served by uvicorn in a thread on 127.0.0.1 (the demo's, until it ends)."""
-
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
-        import uvicorn
-
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="dashboard", daemon=True)
-
-    def start(self, timeout_s: float = 15.0) -> str:
-        self._thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self._server.should_exit = True
-                raise UsageError("the dashboard server did not start")
-            time.sleep(0.02)
-        host, port = self._server.servers[0].sockets[0].getsockname()[:2]
-        return f"http://{host}:{port}"
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
-
-
-def demo_dashboard(st: State) -> tuple[BackgroundServer, dict[str, Any], str]:
+def demo_dashboard(st: State) -> tuple[Any, dict[str, Any], str]:
     """Serve the dashboard for the demo's store with a one-time admin login; checks that the
     login works and the fleet page lists the nodes. Returns (server, data, password)."""
     import httpx
@@ -128,6 +93,7 @@ def demo_dashboard(st: State) -> tuple[BackgroundServer, dict[str, Any], str]:
     from agentctl.dashboard.readmodel import ReadModel
     from agentctl.dashboard.web.app import create_app
     from agentctl.dashboard.web.auth import hash_password
+    from agentctl.dashboard.web.server import BackgroundServer
 
     password = secrets.token_urlsafe(12)
     st.store().put_user("demo", hash_password(password), "admin")

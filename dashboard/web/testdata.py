@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import math
 import random
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from agentctl.collectors.store import (
     Sample,
     Store,
 )
+from agentctl.dashboard.web.server import BackgroundServer
 
 GIB = 1024**3
 _DYNAMIC = ("utilization_gpu_pct", "memory_used_bytes", "temperature_c", "power_draw_w",
@@ -328,23 +327,10 @@ def _run(store: Store, names: tuple[str, ...], xid_node: str) -> int:
 
 @contextmanager
 def live_server(app: Any, *, timeout_s: float = 10.0) -> Iterator[str]:
-    """Serve `app` with uvicorn on 127.0.0.1 (a free port) in a thread; yields the base URL.
-    Fails loudly if the server does not come up before `timeout_s` (tests, benchmarks)."""
-    import uvicorn
-
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="dashboard-live-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout_s
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError("the dashboard server did not start (see the log above)")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    """Serve `app` with uvicorn on 127.0.0.1 (a free port) in a thread; yields the base URL."""
+    server = BackgroundServer(app)
+    url = server.start(timeout_s)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
-        server.should_exit = True
-        thread.join(timeout_s)
+        server.stop(timeout_s)
