@@ -275,7 +275,8 @@ def watch(
             raise ConfigError(f"--remote needs an API token in ${token_env} (agentctl users token)")
         source = RemoteSource(remote, token)
         try:
-            WatchApp(source, refresh_s=refresh).run()
+            role = source.role()  # the server enforces it too; this only shapes the keys
+            WatchApp(source, actions=source.actions(), role=role, refresh_s=refresh).run()
         finally:
             source.close()
         return

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import httpx
 
 from agentctl.collectors.store import EventView
+from agentctl.dashboard.actions import ActionResult
 from agentctl.dashboard.readmodel import FleetView, NodeDetail, ReadModel, ServingView
 from agentctl.dashboard.serialize import from_json
 
@@ -92,6 +93,22 @@ class RemoteSource:
             raise SourceError(f"{self.base_url}/api/v1/events: expected a list of events")
         return [self._view(EventView, item) for item in data]
 
+    def role(self) -> str:
+        """The token's role on the remote dashboard (what `l` is allowed to do)."""
+        data = self._get("/api/v1/me")
+        return str(data.get("role", "viewer")) if isinstance(data, dict) else "viewer"
+
+    def actions(self) -> RemoteActions:
+        return RemoteActions(self)
+
+    def _post(self, path: str) -> Any:
+        url = f"{self.base_url}{path}"
+        try:
+            resp = self._client.post(path)
+        except httpx.HTTPError as exc:
+            raise SourceError(f"{url}: {exc}") from exc
+        return self._data(url, resp)
+
     def _view(self, cls: type[T], data: Any) -> T:
         try:
             return from_json(cls, data)
@@ -110,6 +127,10 @@ class RemoteSource:
             raise SourceError(f"{url}: {exc}") from exc
         if missing_ok and resp.status_code == 404:
             return None
+        return self._data(url, resp)
+
+    @staticmethod
+    def _data(url: str, resp: httpx.Response) -> Any:
         try:
             doc = resp.json()
         except ValueError:
@@ -119,6 +140,30 @@ class RemoteSource:
         if resp.is_error or doc.get("ok") is not True:
             raise SourceError(f"{url}: {_first_error(doc) or f'HTTP {resp.status_code}'}")
         return doc.get("data")
+
+
+class RemoteActions:
+    """The remote dashboard's operator actions (`POST /api/v1/nodes/<n>/l1|drain|undrain`
+    with the token; the server checks the role)."""
+
+    def __init__(self, source: RemoteSource) -> None:
+        self._source = source
+
+    def _act(self, node: str, what: str) -> ActionResult:
+        try:
+            data = self._source._post(f"/api/v1/nodes/{quote(node, safe='')}/{what}")
+        except SourceError as exc:
+            return ActionResult(False, exc.args[0] if exc.args else str(exc))
+        return from_json(ActionResult, data)
+
+    def run_l1(self, node: str) -> ActionResult:
+        return self._act(node, "l1")
+
+    def drain(self, node: str) -> ActionResult:
+        return self._act(node, "drain")
+
+    def undrain(self, node: str) -> ActionResult:
+        return self._act(node, "undrain")
 
 
 def _first_error(doc: dict[str, Any]) -> str | None:

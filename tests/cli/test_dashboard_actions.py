@@ -16,6 +16,7 @@ from agentctl.ctl.cli.dashboard_cmd import FleetActions
 from agentctl.ctl.cli.state import State
 from agentctl.ctl.fleet import LocalFleet, find_sshd
 from agentctl.dashboard.readmodel import ReadModel
+from agentctl.dashboard.tui.source import RemoteSource
 from agentctl.dashboard.web import create_app
 from agentctl.dashboard.web.auth import hash_password
 from agentctl.dashboard.web.testdata import live_server
@@ -59,11 +60,22 @@ def test_an_operator_runs_l1_on_a_real_node_through_the_api(
         assert done.status_code == 200, done.text
         result = done.json()["data"]
         assert result["ok"] is True and result["data"]["verdict"] in ("pass", "warn", "fail")
+        # what `agentctl watch --remote` uses: the token's role and the same endpoints
+        viewer, operator = RemoteSource(url, tokens["view"]), RemoteSource(url, tokens["op"])
+        try:
+            assert (viewer.role(), operator.role()) == ("viewer", "operator")
+            refused = viewer.actions().run_l1("da01")
+            assert refused.ok is False and "operator" in refused.message
+            again = operator.actions().run_l1("da01")
+            assert again.ok is True and again.data["run_id"] > result["data"]["run_id"]
+        finally:
+            viewer.close()
+            operator.close()
         unknown = client.post("/api/v1/nodes/nope/l1",
                               headers={"Authorization": f"Bearer {tokens['op']}"})  # fmt: skip
         assert unknown.status_code in (404, 400, 422) or unknown.json()["ok"] is False
     stored = store.latest_diag("l1")["da01"]
-    assert stored.run_id == result["data"]["run_id"]
+    assert stored.run_id == again.data["run_id"]  # the newest of the two runs
     run = store.get_run(stored.run_id)
     assert run is not None and run.kind == "diag-l1" and run.results[0].host == "da01"
     st.close()
