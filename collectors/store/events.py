@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from .models import NAME_LEN, Cursor, DiagReport, Event
@@ -150,3 +150,14 @@ def latest_diag(session: Session, kind: str) -> dict[str, DiagRecord]:
     )
     rows = session.scalars(select(DiagReport).where(DiagReport.id.in_(newest.scalar_subquery())))
     return {r.node: diag_record(r) for r in rows}
+
+
+def delete_older(session: Session, table: str, cutoff: datetime, batch: int) -> int:
+    """At most `batch` rows of `table` ("events" by last occurrence, "diag_reports" by
+    creation) older than `cutoff`; returns how many went."""
+    model: type[Event] | type[DiagReport] = Event if table == "events" else DiagReport
+    column = Event.last_at if table == "events" else DiagReport.created_at
+    ids = list(session.scalars(select(model.id).where(column < cutoff).limit(batch)))
+    if ids:
+        session.execute(delete(model).where(model.id.in_(ids)))
+    return len(ids)

@@ -91,6 +91,8 @@ DEFAULT_SAMPLE_BATCH: Final = 10_000
 DEFAULT_PURGE_BATCH: Final = 5_000
 #: repeats of one event key closer than this fold into one row (`record_events`)
 DEFAULT_EVENT_WINDOW: Final = timedelta(minutes=10)
+#: how long events and diagnostic reports are kept (`purge_events`), like 1-hour rollups
+DEFAULT_EVENT_RETENTION: Final = timedelta(days=365)
 CUT_MARKER: Final = "\n[... {n} bytes cut ...]\n"
 REDACTED: Final = "***"
 
@@ -798,6 +800,22 @@ class Store:
             if cursor is not None:
                 _events.set_cursor(session, *cursor, utcnow())
         return added
+
+    def purge_events(
+        self, now: datetime, *, keep: timedelta = DEFAULT_EVENT_RETENTION, batch: int = 1000
+    ) -> dict[str, int]:
+        """Delete events and diagnostic reports older than `keep`, `batch` rows per
+        transaction; returns the rows deleted per table."""
+        cutoff = _require_aware(now, "now") - keep
+        counts = {"events": 0, "diag_reports": 0}
+        for table in counts:
+            while True:
+                with self._session(f"purging old {table}", write=True) as session:
+                    n = _events.delete_older(session, table, cutoff, batch)
+                counts[table] += n
+                if n < batch:
+                    break
+        return counts
 
     def get_cursor(self, node: str, source: str) -> str | None:
         with self._session("reading a cursor") as session:

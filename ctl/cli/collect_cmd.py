@@ -76,6 +76,7 @@ def collect(
             passes += 1
             if passes % PURGE_EVERY == 0:
                 store.purge(at)
+                store.purge_events(at)
             if once:
                 _report(st, outcomes, got)
                 bad = [o for o in outcomes if o.status not in (Status.OK, Status.CHANGED)]

@@ -65,3 +65,15 @@ def test_diag_reports_newest_per_node(tmp_path: Path) -> None:
         assert latest["a"].data == {"checks": [{"name": "disk", "pass": 1}]}
         assert [r.summary for r in store.list_diag(node="a", kind="l1")] == ["s2", "s0"]
         assert [r.kind for r in store.list_diag(node="a", limit=1)] == ["reboot_cause"]  # newest
+
+
+def test_old_events_and_reports_are_purged_in_batches(tmp_path: Path) -> None:
+    with Store.open(f"sqlite:///{tmp_path / 'p.db'}") as store:
+        store.record_events([_ev(0, key=f"k{i}") for i in range(5)] + [_ev(1000, key="new")])
+        store.save_diag("n1", "l1", verdict="pass", summary="old", data={}, created_at=T0)
+        store.save_diag("n1", "l1", verdict="pass", summary="new", data={},
+                        created_at=T0 + timedelta(days=2))  # fmt: skip
+        got = store.purge_events(T0 + timedelta(days=1), keep=timedelta(hours=12), batch=2)
+        assert got == {"events": 5, "diag_reports": 1}
+        assert [e.key for e in store.list_events()] == ["new"]
+        assert [r.summary for r in store.list_diag()] == ["new"]
