@@ -124,6 +124,8 @@ CORPUS: list[tuple[str, str, list[str]]] = [
     ("~/.ssh/id_ed25519", ED25519, ED_BODY),
     ("encrypted RSA key", RSA_ENC, RSA_BODY),
     ("truncated EC key", "cat key.pem\n" + EC_CUT, EC_BODY),
+    ("key without its BEGIN (a tail)", "\n".join(P8.splitlines()[3:]) + "\nnext\n", P8_BODY[2:]),
+    ("key tail in a JSON string", json.dumps({"k": P8[60:]}), [P8_BODY[-1]]),
     (
         "shell history",
         "curl -H 'Authorization: Bearer " + JWT + "' https://api.example.com/v1\n"
@@ -262,7 +264,7 @@ def test_env_redacts_whole_values_of_secret_keys() -> None:
 
 
 def test_a_lone_string_is_one_value_not_its_characters() -> None:
-    r = Redactor(pseudonymize=True, hostnames="gpu-17", extra_secrets=SUDO_PW)  # type: ignore[arg-type]
+    r = Redactor(pseudonymize=True, hostnames="gpu-17", extra_secrets=SUDO_PW)
     assert r.text("gpu-17: " + SUDO_PW) == "host-1: " + marker("known-secret")
 
 
@@ -587,6 +589,60 @@ def test_a_known_secret_never_survives_even_without_separators(a: str, b: str) -
     r = Redactor(pseudonymize=True, extra_secrets=[SUDO_PW])
     out = r.text(a + SUDO_PW + b)
     assert SUDO_PW not in out
+
+
+# Found by fuzzing: one rule must never eat the key, command word or marker another one needs.
+REGRESSIONS = [
+    ('sshpass -p  password: "SECRET1x"', "SECRET1x"),
+    ("password= secret = 'SECRET1x'", "SECRET1x"),
+    ("'password= secret = 'SECRET1x'", "SECRET1x"),
+    ("password= --password SECRET1x", "SECRET1x"),
+    ("--password  sshpass -p 'SECRET1x z' ssh", "SECRET1x"),
+    ("sshpass -p  sshpass -p 'SECRET1x z' ssh", "SECRET1x"),
+    ("mysql -p sshpass -p 'SECRET1x z' ssh", "SECRET1x"),
+    ("Authorization= <password>SECRET1x</password>", "SECRET1x"),
+    ('Authorization= "{\\"token\\":\\"SECRET1x\\"}"', "SECRET1x"),
+    ("Authorization= Authorization: Bearer SECRET1x:", "SECRET1x"),
+    ('Authorization=\x00password: "SECRET1x"', "SECRET1x"),
+    ("HF_TOKEN==SECRET1x", "SECRET1x"),
+    ("curl -u bob:00000000 x", "00000000"),
+    ("h:5432:*:u:SECRET1x:", "SECRET1x"),
+    ("[REDACTED postgresql://u:SECRET1x@host/db", "SECRET1x"),
+    (".dc1.example.com..dc1.example.com", "dc1.example.com"),
+    ('password=" password: "SECRET1x"', "SECRET1x"),
+]
+
+
+@pytest.mark.parametrize(("text", "secret"), REGRESSIONS)
+def test_rules_do_not_eat_each_others_anchors(text: str, secret: str) -> None:
+    r = Redactor(pseudonymize=True, hostnames=["gpu-17.dc1.example.com"])
+    out = r.text(text)
+    assert secret not in out
+    assert r.text(out) == out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "-u ::2",  # its pseudonym `2001:db8::1` reads like user:password: settled in one run
+        "-u <password>password<password> ",
+        "mysql -p<password>Bearer password<password>0",
+        "password=Bearer --password password</password> password",
+        "--password <password>-----END RSA PRIVATE KEY-----<password>",
+        "<password>--password </password>export password",
+        "<password>Bearer --password </password>export password",
+        '<password>"--password ',
+        "<password>=--password </password>export password",
+        "<password>mysql -p://--password export password",
+        "hf_3c:ec:ef:12:34:56 HF_TOKEN=00:00:00",
+        "HF_TOKEN=00:00:00\nhf_3c:ec:ef:12:34:56",
+        "1::-----END RSA PRIVATE KEY-----",
+    ],
+)
+def test_fuzzed_inputs_are_idempotent(text: str) -> None:
+    r = Redactor(pseudonymize=True, hostnames=["gpu-17.dc1.example.com"])
+    once = r.text(text)
+    assert r.text(once) == once
 
 
 def test_an_internal_error_yields_a_marker_not_the_input(monkeypatch: pytest.MonkeyPatch) -> None:

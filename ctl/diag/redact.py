@@ -13,7 +13,7 @@ What is redacted (always), each replaced by a marker that names the kind, ``[RED
   ``*_PASS``...) in env, INI, YAML (also ``|`` blocks), JSON, TOML, XML, shell ``export`` and
   ``--password value`` flags; the password of a URL's userinfo (``scheme://user:PASS@host``,
   the user is kept); ``.pgpass`` lines; ``.netrc`` ``password``; ``curl -u user:PASS``;
-  ``sshpass -p``; ``Authorization: Basic``.
+  ``sshpass -p``, ``mysql -pPASS``; ``Authorization: Basic``.
 - ``token``: values of token-named keys (``*_TOKEN``, ``api_key``, ``apikey``...);
   ``Authorization: Bearer/Token``, a bare ``Bearer <token>``; well-known token formats wherever
   they appear: AWS access key ids (``AKIA``...), GitHub (``ghp_``, ``gho_``, ``ghu_``, ``ghs_``,
@@ -33,10 +33,18 @@ What deliberately is not (it is evidence, not a secret): ordinary words (``token
 (``max_tokens``, ``eos_token``, ``tokenizer``), key names that hold metadata about a secret
 (``password_file``, ``token_path``, ``auth_method``, ``secret_name``, ``*_url``...), values that
 are placeholders (``$VAR``, ``${VAR}``, ``{{ x }}``, ``<your-token>``, ``None``, ``true``,
-``***``), absolute paths, numbers assigned to token-named keys (``token_budget=1024``), hex
-digests (a sha256 alone is not a secret), GPU UUIDs, PCI addresses, kernel addresses, SSH
-``IdentityFile`` paths and public keys. A value of a secret-named key is redacted whatever it
-looks like: entropy is not needed to be a password.
+``***``), files under well-known roots (``private_key: /etc/ssl/private/k.pem``), a spaced
+comparison (``token == expected``), ``docker -u 1000:1000``, hex digests (a sha256 alone is not
+a secret), GPU UUIDs, PCI addresses, kernel addresses, SSH ``IdentityFile`` paths and public
+keys, versions and timestamps. A value of a secret-named key is redacted whatever it looks
+like: entropy is not needed to be a password. Not recognised: secrets under neutral key names
+(a Kubernetes Secret's ``data:``), ``mysql -p`` with a space (that prompts), raw ``/`` in a URL
+password (it must be percent-encoded to be one).
+
+How: literal-anchored patterns (markers, PEM, headers, URLs, vendor formats, hashes) run in
+turn; then the structural rules (YAML blocks, ``key<sep>value``, ``--flag value``, .netrc,
+``curl -u``, ``-p``) all read the same text and their spans are merged, so no rule eats a key
+another one needs; a value never runs on into the next secret-named key.
 
 Pseudonymization (only with ``pseudonymize=True``, sos ``--clean`` style): IPv4 and IPv6
 addresses (not loopback, unspecified, multicast, netmasks, ``169.254.169.254``, nor 4-part
@@ -53,8 +61,10 @@ control side only and is never written into a bundle. Pass it to the next `Redac
 host so all its captures map the same way.
 
 Guarantees: no method raises (an internal error yields ``[REDACTED:unprocessable]``, never the
-input); ``r.text(r.text(s)) == r.text(s)``; linear-time patterns (no nested quantifiers over
-overlapping classes), several MB per second; thread-safe (the runner redacts in a pool).
+input); ``r.text(r.text(s)) == r.text(s)`` (text holding a marker is left as it is; with
+pseudonyms the secret rules run once more, since ``-u 2001:db8::1`` reads like ``user:pass``);
+linear-time patterns (bounded quantifiers, no nested ones over overlapping classes, hot patterns
+start with a literal); thread-safe (the runner redacts in a pool).
 
 CLI: ``python3 redact.py [--pseudonymize] [--hostname H ...] [--env] [--secrets-file F]
 [--mapping-in F] [--mapping-out F]`` reads stdin and writes the redacted text to stdout.
@@ -96,7 +106,7 @@ PRIVATE_KEY = "private-key"
 PASSWORD_HASH = "password-hash"  # noqa: S105 - the name of a kind, not a secret
 KNOWN_SECRET = "known-secret"  # noqa: S105 - the name of a kind, not a secret
 UNPROCESSABLE = "unprocessable"
-_MARK = "[REDACTED"  # any text holding this was redacted already: leave it (idempotence)
+_MARK = "[REDACTED"  # the start of every marker: a value holding one was redacted already
 
 
 def marker(kind: str) -> str:
@@ -202,6 +212,7 @@ _PLACEHOLDER = re.compile(
 )
 _MARKER = re.compile(r"\[REDACTED(?::[a-z-]{1,40})?\]")
 _WORD_END = re.compile(r"[ \t\r\n\x00\x0b\x0c]|$")
+_WORDS = re.compile(r"[A-Za-z0-9]+")
 _BLANKS = frozenset(" \t\r\n\x00\x0b\x0c")
 _MARKER_AT_END = re.compile(r"\[REDACTED(?::[a-z-]{1,40})?\]$")
 _AUTH_SCHEMES = _words("bearer basic token digest negotiate ntlm apikey aws4-hmac-sha256")
@@ -220,11 +231,11 @@ def _keeps(value: str, kind: str) -> bool:
     v = value.strip(" \t\r\n\x00\x0b\x0c")
     if _MARK in v:
         v = _MARKER.sub("", v).strip(" \t\"'")
-        if v.lower() in _AUTH_SCHEMES or not any(c.isalnum() for c in v):
-            return True  # `Bearer [REDACTED:token]`, `[REDACTED:password]<`
-    if not v:
+        if all(w.lower() in _AUTH_SCHEMES for w in _WORDS.findall(v)):
+            return True  # `Bearer [REDACTED:token]:`, `[REDACTED:password]<`
+    if not v.strip("\"'`()[]{}<>"):  # only quotes and brackets: structure, not a value
         return True
-    if v.lower() in _STOP_VALUES:
+    if v.lower() in _STOP_VALUES or (kind != PASSWORD and v.lower() in _AUTH_SCHEMES):
         return True
     return bool(_PLACEHOLDER.fullmatch(v) or _PATH_VALUE.fullmatch(v))
 
@@ -247,18 +258,20 @@ _PEM_BEGIN = re.compile(r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----")
 _PEM_END = re.compile(r"-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----")
 _PEM_SAME_LINE = re.compile(r"[A-Za-z0-9+/=\\]*")  # base64 with `\n` escapes (JSON strings)
 _PEM_B64_LINE = re.compile(r"[A-Za-z0-9+/=]+")
+_B64_OR_ESCAPE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\\")
 _PEM_HEADER = re.compile(r"(?:Proc-Type|DEK-Info|Comment|Version|Hash|Charset):.*")
 _EOL = re.compile(r"[\n\x00]")
 _PUTTY = re.compile(
     r"(?m)^(Private-Lines:[ \t]*\d{1,4}[ \t]*\r?\n)((?:[A-Za-z0-9+/=]{1,200}(?:\r?\n|\Z))+)"
 )
 
+# matched where `str.find` on the lowercased text saw "authorization" / "bearer" (fast)
 _AUTH_HEADER = re.compile(
-    r"(?i)\b((?:proxy-)?authorization\b[\"']?[ \t]*[:=][ \t]*[\"']?)"
+    r"(?i)(authorization\b[\"']?[ \t]*[:=][ \t]*[\"']?)"
     r"((?:bearer|basic|token|digest|negotiate|ntlm|apikey|aws4-hmac-sha256)[ \t]+)?"
     r"([^\s\"',;\[\x00][^\r\n\"'\x00]{0,4096})"
 )
-_BEARER = re.compile(r"(?i)\bbearer[ \t]+([A-Za-z0-9._~+/=-]{8,4096})")
+_BEARER = re.compile(r"(?i)bearer[ \t]+([A-Za-z0-9._~+/=-]{8,4096})")
 # the password runs to the last `@` before the path; a raw `/` cannot be in it (it would have to
 # be percent-encoded), which keeps `registry:5000/v2/img@sha256:...` out
 _URL_USERINFO = re.compile(r"://([^\s:/?#@'\"\[\]]{0,256}):([^\s/'\"]{1,256})@")
@@ -292,11 +305,11 @@ _CRYPT_HASHES = (
         r"\{(?:SSHA|SHA|SMD5|MD5|CRYPT|SSHA256|SSHA512|PBKDF2[-A-Z0-9]{0,20})\}[A-Za-z0-9+/=.$]{8,}"
     ),
 )
-_PGPASS_GATE = re.compile(r":(?:\d{1,5}|\*):[^:\s]{1,255}:[^:\s]{1,255}:[^\n]")
+_PGPASS_GATE = re.compile(r":(?:[1-9]\d{0,4}|\*):[^:\s]{1,255}:[^:\s]{1,255}:[^\n]")
 # host:port:database:user:password (libpq takes the rest of the line as the password)
 _PGPASS = re.compile(
-    r"(?m)^(([^:\s#][^:\s]{0,255}):(?:\d{1,5}|\*):([^:\s]{1,255}):([^:\s]{1,255}):)"
-    r"((?:[^\n\x00\\]|\\.){1,1024})$"
+    r"(?m)^(([^:\s#][^:\s]{0,255}):(?:[1-9]\d{0,4}|\*):([^:\s]{1,255}):([^:\s]{1,255}):)"
+    r"((?:[^\s\\]|\\.){1,1024})[ \t\r]*$"
 )
 _HEX_GROUP = re.compile(r"[0-9A-Fa-f]{1,4}")
 _NETRC = re.compile(r"password[ \t]+(\S{1,1024})")
@@ -327,7 +340,8 @@ _KEY_HIT = (
 _KEY_HIT_LOWER = re.compile(_KEY_HIT)
 _KEY_HIT_ANYCASE = re.compile(_KEY_HIT, re.I)  # when lower() changes the length (rare Unicode)
 _KEY_SEP_AT = re.compile(r"([A-Za-z0-9_.-]{1,100})[\"']?[ \t]*(?::=|=>|=|:(?!:))")
-_FLAG_START = re.compile(r"--([A-Za-z0-9_.-]{1,100})(?![A-Za-z0-9_.-])")
+_FLAG_AT = re.compile(r"--([A-Za-z0-9_.-]{1,100})(?![A-Za-z0-9_.-])")
+_FLAG_ANYWHERE = re.compile(r"(?<![A-Za-z0-9_.-])" + _FLAG_AT.pattern)
 _FLAG = re.compile(r"--([A-Za-z0-9_.-]{1,100})[ \t]+")
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 _SEP = re.compile(r"[ \t]*(?::=|=>|=|:(?!:))[ \t]*")
@@ -367,6 +381,7 @@ _VERSION_BEFORE = re.compile(r"(?i)\bver(?:sion)?s?[ \t]*[:=]?[ \t]*[\"']?$")
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
+_MAX_ROUNDS = 4
 _V4_BASE = int(ipaddress.IPv4Address("198.18.0.0"))
 _V4_SPAN = 2**17  # 198.18.0.0/15
 _V4_SPILL = int(ipaddress.IPv4Address("240.0.0.0"))
@@ -543,11 +558,25 @@ class Redactor:
     def _text(self, s: str) -> str:
         if not s:
             return s
-        s = self._secrets(s)
-        if self._pseudonymize:
+        s = self._settled(s)
+        for _ in range(_MAX_ROUNDS if self._pseudonymize else 0):
             pseudonymized = self._pseudonymize_text(s)
-            if pseudonymized != s:  # a pseudonym can spell what a rule reads as a secret
-                s = self._secrets(pseudonymized)  # (`-u 2001:db8::1`): settle it now, not later
+            if pseudonymized == s:
+                break
+            # a pseudonym can spell what a rule reads as a secret (`-u 2001:db8::1`), and a
+            # marker can free an address: settle both now, so a second `text` changes nothing
+            s = self._settled(pseudonymized)
+        return s
+
+    def _settled(self, s: str) -> str:
+        """The secret rules run until nothing changes, so a second `text` finds nothing to do:
+        one rule's marker can end the stretch where another rule stopped (`x -p... --password`).
+        Text without secrets takes one run; text with some, usually two."""
+        for _ in range(_MAX_ROUNDS):
+            out = self._secrets(s)
+            if out == s:
+                break
+            s = out
         return s
 
     def _secrets(self, s: str) -> str:
@@ -555,13 +584,16 @@ class Redactor:
             s = self._known_re.sub(self._known_sub, s)
         if "PRIVATE KEY" in s:
             s = self._pem(s)
+            if "-----END" in s:
+                s = _splice(s, self._pem_tails(s))
         if "Private-Lines" in s:
             s = _PUTTY.sub(self._replacer(PRIVATE_KEY, 2), s)
-        low = s.lower()
-        if "authoriz" in low:
-            s = _AUTH_HEADER.sub(self._auth_sub, s)
+        low = _lower_same_length(s)
+        if "authorization" in low:
+            s = self._auth_headers(s, low)
+            low = _lower_same_length(s)
         if "bearer" in low:
-            s = _BEARER.sub(self._bearer_sub, s)
+            s = _splice(s, self._bearers(s, low))
         if "://" in s:
             s = _URL_USERINFO.sub(self._replacer(PASSWORD, 2), s)
         for pattern in _VENDOR:
@@ -654,6 +686,35 @@ class Redactor:
         out.append(s[pos:])
         return "".join(out)
 
+    def _pem_tails(self, s: str) -> Iterator[tuple[int, int, str]]:
+        """A key's body and END line without its BEGIN (a capture that starts mid-key)."""
+        done = 0
+        for m in _PEM_END.finditer(s):
+            if m.start() < done:
+                continue
+            bol = _bol(s, m.start())
+            start = m.start()
+            if not s[bol:start].strip():  # END on its own line: take the base64 lines above
+                cur = bol
+                while cur > done:
+                    prev = _bol(s, cur - 1)
+                    line = s[prev : cur - 1].strip()
+                    if not (line and _PEM_B64_LINE.fullmatch(line)):
+                        break
+                    if cur < bol and len(line) < 16 and not line.endswith("="):
+                        break  # only the last body line (right above END) may be short
+                    cur = prev
+                start = cur if cur < bol else start
+            else:  # `...\nMIIE...\n-----END PRIVATE KEY-----` inside a JSON string
+                while start > bol and s[start - 1] in _B64_OR_ESCAPE:
+                    start -= 1
+                if m.start() - start < 16:
+                    start = m.start()  # too short for a key body
+            if start < m.start():
+                self._count(PRIVATE_KEY)
+                yield start, m.end(), marker(PRIVATE_KEY)
+                done = m.end()
+
     @staticmethod
     def _pem_lines(s: str, end: int, n: int) -> int:
         """Where the base64 body that starts on the line after `end` stops (its END included)."""
@@ -679,26 +740,60 @@ class Redactor:
             pos = eol + 1
         return end
 
-    def _auth_sub(self, m: re.Match[str]) -> str:
-        scheme = (m.group(2) or "").strip().lower()
-        raw = m.group(3)
-        value = raw[: _next_secret_key(raw)].rstrip()  # `x password: y` leaves the key to its rule
-        if _keeps(value, PASSWORD):
-            return m.group(0)
-        if not scheme and (len(value) < 8 or value[0] in "{[\\"):
-            return m.group(0)  # no scheme: only something credential-shaped
-        kind = PASSWORD if scheme == "basic" else TOKEN if scheme in ("bearer", "token") else SECRET
-        self._count(kind)
-        return m.group(1) + (m.group(2) or "") + marker(kind) + raw[len(value) :]
+    def _auth_headers(self, s: str, low: str) -> str:
+        """``Authorization: <scheme> CREDENTIALS`` (and Proxy-), the scheme kept. A value cut
+        short by a later key, or not credential-shaped, is searched again from inside."""
+        out: list[str] = []
+        copied = pos = 0
+        while True:
+            i = low.find("authorization", pos)
+            if i < 0:
+                break
+            m = _AUTH_HEADER.match(s, i)
+            if m is None or (i > 0 and (s[i - 1] in _ALNUM or s[i - 1] == "_")):
+                pos = i + 1
+                continue
+            scheme = (m.group(2) or "").strip().lower()
+            vs = m.start(3)
+            ve = _next_secret_key(s, vs, m.end(3))  # `x password: y` leaves the key to its rule
+            while ve > vs and s[ve - 1] in _BLANKS:
+                ve -= 1
+            value = s[vs:ve]
+            if _keeps(value, PASSWORD) or (
+                not scheme and (len(value) < 8 or value[0] in "{[\\")  # no scheme: credentials
+            ):
+                pos = vs
+                continue
+            kind = (
+                PASSWORD
+                if scheme == "basic"
+                else TOKEN
+                if scheme in ("bearer", "token")
+                else SECRET
+            )
+            self._count(kind)
+            out.append(s[copied:vs])
+            out.append(marker(kind))
+            copied = pos = ve
+        if not out:
+            return s
+        out.append(s[copied:])
+        return "".join(out)
 
-    def _bearer_sub(self, m: re.Match[str]) -> str:
-        tok = m.group(1)
-        has_digit = any(c.isdigit() for c in tok)
-        mixed = tok != tok.lower() and tok != tok.upper()
-        if not (has_digit or (len(tok) >= 20 and mixed)):
-            return m.group(0)
-        self._count(TOKEN)
-        return m.group(0)[: m.start(1) - m.start(0)] + marker(TOKEN)
+    def _bearers(self, s: str, low: str) -> Iterator[tuple[int, int, str]]:
+        """A bare ``Bearer <token>`` (a token has a digit, or is long and mixed-case)."""
+        i = low.find("bearer")
+        while i >= 0:
+            m = _BEARER.match(s, i)
+            if m is not None and (i == 0 or not (s[i - 1] in _ALNUM or s[i - 1] == "_")):
+                tok = m.group(1)
+                mixed = tok != tok.lower() and tok != tok.upper()
+                if any(c.isdigit() for c in tok) or (len(tok) >= 20 and mixed):
+                    self._count(TOKEN)
+                    yield m.start(1), m.end(1), marker(TOKEN)
+                    i = low.find("bearer", m.end())
+                    continue
+            i = low.find("bearer", i + 1)
 
     def _vendor_sub(self, m: re.Match[str]) -> str:
         st = m.start()
@@ -847,10 +942,15 @@ class Redactor:
         if quote and s.startswith(quote, pos):
             pos += len(quote)
         elif ks > 0 and s[ks - 1] == "<" and s.startswith(">", ke):  # <password>x</password>
-            vm = _XML_VALUE.match(s, ke + 1)
-            if vm is None or _keeps(vm.group(0), kind):
+            xm = _XML_VALUE.match(s, ke + 1)
+            if xm is None:
                 return None
-            return vm.start(), vm.end(), kind
+            xe = _next_secret_key(s, xm.start(), xm.end())
+            if _keeps(s[xm.start() : xe], kind) or _only_punctuation_left(
+                s, xm.start(), xe, xm.end()
+            ):
+                return None
+            return xm.start(), xe, kind
         else:
             outer, quote = quote[-1:], ""
         sep = _SEP.match(s, pos)
@@ -883,8 +983,10 @@ class Redactor:
             if im is None:
                 return None
             vs, ve = im.start(), im.end()
-        if vm is None:  # unquoted: a later key on the line is not part of this value
-            ve = _next_secret_key(s, vs, ve)
+        cut = _next_secret_key(s, vs, ve)  # a later secret-named key is not part of this value
+        if _only_punctuation_left(s, vs, cut, ve):
+            return None
+        ve = cut
         value = s[vs:ve]
         if ve <= vs or _keeps(value, kind):
             return None
@@ -1152,9 +1254,14 @@ def _next_secret_key(s: str, start: int = 0, end: int | None = None) -> int:
     """Where the first secret-named key followed by a separator (or a ``--password`` flag, or
     an XML ``<password>``) starts in ``s[start:end]``, or `end`."""
     stop = len(s) if end is None else end
-    flag = _FLAG_START.match(s, start, stop)
-    if flag is not None and key_kind(flag.group(1)) is not None:
-        return start
+    if "--" in s[start:stop]:
+        first = _FLAG_AT.match(s, start, stop)
+        if first is not None and key_kind(first.group(1)) is not None:
+            return start
+        for flag in _FLAG_ANYWHERE.finditer(s, start, stop):
+            if key_kind(flag.group(1)) is not None:
+                stop = flag.start()
+                break
     for hit in _KEY_HIT_ANYCASE.finditer(s, start, stop):
         ks = hit.start()
         while ks > start and s[ks - 1] in _KEY_CHARS:
@@ -1162,9 +1269,21 @@ def _next_secret_key(s: str, start: int = 0, end: int | None = None) -> int:
         ke = hit.start()
         while ke < stop and s[ke] in _KEY_CHARS:
             ke += 1
-        if key_kind(s[ks:ke].lstrip("-.")) is not None:
-            return ks - 1 if ks > start and s[ks - 1] in "<\"'" else ks
+        if key_kind(s[ks:ke].lstrip("-.")) is None:
+            continue
+        before = s[ks - 1] if ks > start else ""
+        if before == "<" and s.startswith(">", ke):
+            return ks - 1  # <password>
+        after = ke + 1 if before in ("'", '"') and s.startswith(before, ke) else ke
+        if _SEP.match(s, after) is not None and not s.startswith(">", after):
+            return ks - 1 if before in ("'", '"') else ks
     return stop
+
+
+def _only_punctuation_left(s: str, start: int, cut: int, end: int) -> bool:
+    """A value cut short before the next key with nothing alphanumeric left (``=--password``)
+    is punctuation between two keys, not a value."""
+    return cut < end and not any(c.isalnum() for c in s[start:cut])
 
 
 def _cuts_a_marker(s: str, start: int, end: int) -> bool:
