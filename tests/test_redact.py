@@ -610,6 +610,7 @@ REGRESSIONS = [
     ("[REDACTED postgresql://u:SECRET1x@host/db", "SECRET1x"),
     (".dc1.example.com..dc1.example.com", "dc1.example.com"),
     ('password=" password: "SECRET1x"', "SECRET1x"),
+    ("Bearer Authorization= sshpass -p 'SECRET1x z' ssh", "SECRET1x"),
 ]
 
 

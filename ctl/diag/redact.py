@@ -589,9 +589,6 @@ class Redactor:
         if "Private-Lines" in s:
             s = _PUTTY.sub(self._replacer(PRIVATE_KEY, 2), s)
         low = _lower_same_length(s)
-        if "authorization" in low:
-            s = self._auth_headers(s, low)
-            low = _lower_same_length(s)
         if "bearer" in low:
             s = _splice(s, self._bearers(s, low))
         if "://" in s:
@@ -605,6 +602,8 @@ class Redactor:
         # The structural rules all read the same text and their spans are merged, so no rule can
         # eat a key or a command word that another one needs (`sshpass -p password: "x"`).
         spans: list[tuple[int, int, str, str]] = list(self._yaml_blocks(s))
+        if "authorization" in low:
+            spans.extend(self._auth_headers(s))
         spans.extend(self._key_values(s))
         if "--" in s:
             spans.extend(self._flags(s))
@@ -740,15 +739,15 @@ class Redactor:
             pos = eol + 1
         return end
 
-    def _auth_headers(self, s: str, low: str) -> str:
+    def _auth_headers(self, s: str) -> Iterator[tuple[int, int, str, str]]:
         """``Authorization: <scheme> CREDENTIALS`` (and Proxy-), the scheme kept. A value cut
         short by a later key, or not credential-shaped, is searched again from inside."""
-        out: list[str] = []
-        copied = pos = 0
+        low = _lower_same_length(s)
+        pos = 0
         while True:
             i = low.find("authorization", pos)
             if i < 0:
-                break
+                return
             m = _AUTH_HEADER.match(s, i)
             if m is None or (i > 0 and (s[i - 1] in _ALNUM or s[i - 1] == "_")):
                 pos = i + 1
@@ -764,21 +763,12 @@ class Redactor:
             ):
                 pos = vs
                 continue
-            kind = (
-                PASSWORD
-                if scheme == "basic"
-                else TOKEN
-                if scheme in ("bearer", "token")
-                else SECRET
-            )
-            self._count(kind)
-            out.append(s[copied:vs])
-            out.append(marker(kind))
-            copied = pos = ve
-        if not out:
-            return s
-        out.append(s[copied:])
-        return "".join(out)
+            if scheme == "basic":
+                kind = PASSWORD
+            else:
+                kind = TOKEN if scheme in ("bearer", "token") else SECRET
+            yield vs, ve, kind, marker(kind)
+            pos = ve
 
     def _bearers(self, s: str, low: str) -> Iterator[tuple[int, int, str]]:
         """A bare ``Bearer <token>`` (a token has a digit, or is long and mixed-case)."""
@@ -927,8 +917,8 @@ class Redactor:
     def _key_value_at(self, s: str, ks: int, ke: int) -> tuple[int, int, str] | None:
         """The value span and kind of the secret assigned to key ``s[ks:ke]``, or None."""
         kind = key_kind(s[ks:ke].lstrip("-."))
-        if kind is None:
-            return None
+        if kind is None or s[ks:ke].lower().endswith("authorization"):
+            return None  # (`Authorization:` has its own rule, which keeps the scheme)
         n = len(s)
         bol = _bol(s, ks)
         line_start = _LINE_LEAD.fullmatch(s, bol, ks) is not None
