@@ -10,9 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from agentctl.ctl.cli import main
 from agentctl.ctl.fleet import LocalFleet, find_sshd
+
+# CI runs the property tests on a fixed seed, so a red build is reproducible and never a dice
+# roll; elsewhere each run explores new inputs (or set HYPOTHESIS_PROFILE).
+settings.register_profile("ci", derandomize=True, database=None)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default")
+)
 
 needs_sshd = pytest.mark.skipif(find_sshd() is None, reason="sshd not installed")
 

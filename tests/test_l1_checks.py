@@ -590,3 +590,11 @@ def test_evaluate_never_raises_on_mangled_scenarios(name: str, data: st.DataObje
     results[victim] = ProbeResult(victim, status, r.output[:cut], exit_status=r.exit_status)
     for c in evaluate(results, ctx, L1Thresholds()):
         assert not c.reason.startswith("Internal error"), (c.name, c.reason)
+
+
+def test_a_kernel_log_cut_right_after_its_source_marker_parses() -> None:
+    """Found by the mangling property test: output cut to exactly `@@source `."""
+    from agentctl.ctl.diag.l1.parse import parse_xid_log
+
+    log = parse_xid_log("@@source \n")
+    assert log.source is None and log.events == []

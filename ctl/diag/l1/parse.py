@@ -368,7 +368,7 @@ def parse_xid_log(text: str) -> XidLog:
     log = XidLog(source=None, uptime_s=None)
     for line in text.splitlines():
         if line.startswith("@@source "):
-            log.source = line.split(None, 1)[1].strip() or None
+            log.source = line[len("@@source ") :].strip() or None  # a cut line may end here
         elif line.startswith("@@unreadable"):
             log.unreadable = True
         elif line.startswith("@@uptime"):
