@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from agentctl.ctl.errors import SudoError
+
 #: Bytes of stdout/stderr kept per command; the rest is cut with a marker.
 DEFAULT_OUTPUT_CAP = 64 * 1024
 
@@ -53,8 +55,36 @@ SUDO_PROMPT = "[agentctl-sudo-{nonce}] "
 REMOTE_KILL_GRACE_S = 0.5
 
 
+#: What the sudo wrapper prints (with exit 127) on a host that has no sudo: the connectors turn it
+#: into a `SudoError` that names the host and what to install, not a bare "command not found".
+SUDO_MISSING = "agentctl: sudo is not installed on this host"
+
+
 def sudo_prompt() -> str:
     return SUDO_PROMPT.format(nonce=secrets.token_hex(6))
+
+
+def effective_become(become: Become | None, login_user: str) -> Become | None:
+    """`become`, or None when the session already is the user sudo would switch to.
+
+    sudo from root to root changes nothing, and a fresh image may not even have sudo; Ansible
+    skips become for the same user too (`BECOME_ALLOW_SAME_USER`, false by default).
+    """
+    if become is None or become.user == login_user:
+        return None
+    return become
+
+
+def check_sudo_present(result: CommandResult, become: Become | None) -> CommandResult:
+    """Raise a clear `SudoError` when the command needed sudo and the host has none."""
+    if become is not None and result.exit_status == 127 and SUDO_MISSING in result.stderr:
+        raise SudoError(
+            f"sudo is not installed on {result.host}, and this step runs as {become.user!r} "
+            f"through it: install the sudo package on {result.host} (apt-get install sudo), "
+            f"or connect as {become.user} (ansible_user: {become.user})",
+            host=result.host,
+        )
+    return result
 
 
 def started_marker(prompt: str) -> str:
@@ -105,7 +135,9 @@ def build_command(
     # -n: never prompt, fail instead; -S: the password comes on stdin, after `prompt` shows.
     password_mode = f"-S -p {shlex.quote(prompt or sudo_prompt())}"
     mode = password_mode if become.password is not None else "-n"
-    return f"sudo {mode} -H -u {shlex.quote(become.user)} -- sh -c {shlex.quote(inner)}"
+    sudo = f"sudo {mode} -H -u {shlex.quote(become.user)} -- sh -c {shlex.quote(inner)}"
+    missing = f"printf '%s\\n' {shlex.quote(SUDO_MISSING)} >&2; exit 127"
+    return f"if command -v sudo >/dev/null 2>&1; then {sudo}; else {missing}; fi"
 
 
 class OutputCapture:
@@ -197,6 +229,11 @@ class Connector(Protocol):
     """A live session to one host."""
 
     host: str
+
+    @property
+    def login_user(self) -> str:
+        """The user the session runs as on the host."""
+        ...
 
     def run(
         self,

@@ -9,14 +9,17 @@ run, one node uses the local connector instead.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from agentctl.ctl.errors import HostKeyError
-from agentctl.ctl.fleet import FleetError, LocalFleet, find_sshd
+from agentctl.ctl.fleet import FleetError, LocalFleet, find_sshd, free_port_run
 
 
 @dataclass
@@ -55,11 +58,26 @@ class DemoFleet:
 
 
 def start_demo_fleet(root: Path, nodes: int = 3) -> DemoFleet:
+    """Start the demo's nodes under `root` on loopback addresses and ports of its own.
+
+    Addresses come from a block derived from the directory (127.0.1.1 and up: the test suite's
+    fleets use 127.0.0.x), and every port is probed free, so two demos, or a demo and the test
+    suite, never share a listener or send one's admin token to the other's router.
+    """
     root.mkdir(parents=True, exist_ok=True)
-    inventory_path = root / "inventory.yml"
     notes: list[str] = []
+    leftovers = stop_leftovers(root)
+    if leftovers:
+        notes.append(
+            "an earlier demo in this directory was stopped before it could clean up; stopped "
+            "what it left running: " + ", ".join(leftovers)
+        )
+    inventory_path = root / "inventory.yml"
+    seed = _seed(root)
     if find_sshd() is not None:
-        fleet = LocalFleet(root / "fleet", nodes)
+        fleet = LocalFleet(
+            root / "fleet", nodes, first_address=address_block(seed, nodes), die_with_parent=True
+        )
         try:
             fleet.start()
         except FleetError as exc:
@@ -70,6 +88,7 @@ def start_demo_fleet(root: Path, nodes: int = 3) -> DemoFleet:
             doc = fleet.inventory(groups={"routers": names[:1], "workers": names[1:] or names})
             _add_role_vars(doc)
             _add_serving_vars(doc, root)
+            _add_ports(doc, seed)
             inventory_path.write_text(yaml.safe_dump(doc, sort_keys=False))
             return DemoFleet(root, inventory_path, fleet, notes)
     else:
@@ -77,13 +96,58 @@ def start_demo_fleet(root: Path, nodes: int = 3) -> DemoFleet:
     local_doc: dict[str, object] = {
         "all": {
             "hosts": {
-                "localhost": {"ansible_connection": "local", "agentctl_roles": ["router", "worker"]}
+                "localhost": {
+                    "ansible_connection": "local",
+                    "ansible_host": "127.0.0.1",
+                    "agentctl_roles": ["router", "worker"],
+                }
             }
         }
     }
     _add_serving_vars(local_doc, root)
+    _add_ports(local_doc, seed)
     inventory_path.write_text(yaml.safe_dump(local_doc, sort_keys=False))
     return DemoFleet(root, inventory_path, None, notes)
+
+
+def _seed(root: Path) -> int:
+    """A number that stays the same for one demo directory and differs between directories."""
+    return int.from_bytes(hashlib.sha256(str(root.resolve()).encode()).digest()[:4], "big")
+
+
+def address_block(seed: int, count: int) -> int:
+    """The first node's address index for `LocalFleet`: 254 and up is 127.0.1.1 onwards."""
+    return 254 + seed % (254 * 249 - count)
+
+
+def _add_ports(doc: dict[str, object], seed: int) -> None:
+    """Router, worker and KV-event ports per host, free on the host's own address."""
+    all_group = doc["all"]
+    assert isinstance(all_group, dict)
+    workers = int(all_group.get("vars", {}).get("agentctl_workers", 1))
+    for hv in all_group["hosts"].values():
+        first = free_port_run(hv["ansible_host"], 1 + 3 * workers, 20000 + seed % 10000)
+        hv["agentctl_router_port"] = first
+        hv["agentctl_worker_base_port"] = first + 1
+        hv["agentctl_events_base_port"] = first + 1 + workers
+
+
+def stop_leftovers(root: Path) -> list[str]:
+    """Stop what an earlier demo in `root` left running (it was killed before it could stop
+    its services and nodes): the services it deployed, then its sshd nodes."""
+    stopped = stop_services(root)
+    for pid_file in sorted((root / "fleet").glob("*/sshd.pid")):
+        config = str(pid_file.parent / "sshd_config")
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if config in cmdline:  # that pid is still our sshd, not a recycled number
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            stopped.append(f"sshd {pid_file.parent.name}")
+    return stopped
 
 
 #: the demo's serving stack: fast simulated engines with small caches, two workers per node
@@ -104,18 +168,25 @@ def _add_serving_vars(doc: dict[str, object], root: Path) -> None:
         hv["agentctl_install_root"] = str(root / "nodes" / name)
 
 
-def stop_services(root: Path) -> None:
-    """Stop every service the demo deployed (the nodes are local: their state dirs are here)."""
+def stop_services(root: Path) -> list[str]:
+    """Stop every service the demo deployed (the nodes are local: their state dirs are here);
+    returns `node/service` for each one that was running."""
+    import json
     import subprocess
 
+    stopped = []
     for node in sorted((root / "nodes").glob("*")):
         py = node / "venv" / "bin" / "python"
-        if py.exists():
-            subprocess.run(
+        if py.exists() and (node / "state").is_dir():
+            res = subprocess.run(
                 [str(py), "-m", "agentctl.serving", "supervise", "stop", "--all",
                  "--dir", str(node / "state")],
-                capture_output=True, timeout=60, check=False,
+                capture_output=True, text=True, timeout=60, check=False,
             )  # fmt: skip
+            with contextlib.suppress(ValueError, TypeError, AttributeError, IndexError):
+                services = json.loads(res.stdout.strip().splitlines()[-1])["services"]
+                stopped += [f"{node.name}/{s['name']}" for s in services if s.get("changed")]
+    return stopped
 
 
 def _add_role_vars(doc: dict[str, object]) -> None:

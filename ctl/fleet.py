@@ -45,7 +45,7 @@ MaxStartups 100:30:200
 LoginGraceTime 30
 Subsystem sftp internal-sftp
 LogLevel {log_level}
-"""
+{extra}"""
 
 
 class FleetError(AgentctlError):
@@ -99,12 +99,19 @@ class LocalFleet:
         first_address: int = 2,
         user: str | None = None,
         log_level: str = "VERBOSE",
+        extra_config: str = "",
+        die_with_parent: bool = False,
     ) -> None:
+        """`extra_config`: more sshd_config lines (e.g. `SetEnv PATH=...` for sessions that
+        lack a tool). `die_with_parent`: the sshd processes get SIGTERM when this process dies,
+        even by SIGKILL (Linux), so a killed demo leaves no listener behind."""
         if count < 1:
             raise FleetError("a fleet needs at least one node")
         if first_address + count > 254 * 250:
             raise FleetError("too many nodes for 127.0.0.0/8")
         self.root = root
+        self.extra_config = extra_config
+        self.die_with_parent = die_with_parent
         self.user = user or getpass.getuser()
         self.client_key = root / "client_ed25519"
         self.authorized_keys = root / "authorized_keys"
@@ -151,6 +158,7 @@ class LocalFleet:
                 authorized_keys=self.authorized_keys,
                 forwarding="yes" if node.forwarding else "no",
                 log_level=node.log_level,
+                extra=self.extra_config.strip() + "\n" if self.extra_config.strip() else "",
             )
         )
         log = open(node.log_file, "ab")  # noqa: SIM115 - handed to the child
@@ -160,6 +168,7 @@ class LocalFleet:
             stdout=log,
             stderr=log,
             start_new_session=True,
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
         log.close()
 
@@ -238,6 +247,37 @@ class LocalFleet:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(n.host_key_line() + "\n" for n in self.nodes))
         return path
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def free_port_run(address: str, length: int, start: int, *, stop: int = 32000) -> int:
+    """The first port p >= `start` with p .. p+length-1 all free on `address`.
+
+    Below Linux's ephemeral range (32768+), so a port chosen now is not taken a moment later
+    by some outgoing connection; `start` spreads callers apart (the demo derives it from its
+    directory)."""
+    span = stop - 1024 - length
+    for i in range(span):
+        first = 1024 + (start - 1024 + i) % span
+        if all(_port_free(address, first + k) for k in range(length)):
+            return first
+    raise FleetError(f"no {length} free consecutive ports on {address}")
+
+
+def _port_free(address: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+        return True
 
 
 def keygen(path: Path, *, comment: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pwd
 import selectors
 import shutil
 import signal
@@ -24,6 +25,8 @@ from agentctl.ctl.connector import (
     OutputCapture,
     answer_sudo,
     build_command,
+    check_sudo_present,
+    effective_become,
     sudo_prompt,
 )
 from agentctl.ctl.errors import CommandTimeout, TransferError
@@ -53,6 +56,7 @@ class LocalConnector:
         output_cap: int | None = None,
     ) -> CommandResult:
         deadline = timeout if timeout is not None else self.default_timeout
+        become = effective_become(become, self.login_user)
         password = become.password if become is not None else None
         prompt = sudo_prompt() if password is not None else None
         if prompt is not None and stdin:
@@ -85,7 +89,7 @@ class LocalConnector:
             self._running.discard(proc)
         stdout, cut_out = out.result()
         stderr, cut_err = err.result()
-        return CommandResult(
+        result = CommandResult(
             host=self.host,
             command=command,
             exit_status=status,
@@ -94,6 +98,12 @@ class LocalConnector:
             duration_s=time.monotonic() - started,
             truncated=cut_out or cut_err,
         )
+        return check_sudo_present(result, become)
+
+    @property
+    def login_user(self) -> str:
+        """This process's effective user (sudo to it is a no-op)."""
+        return pwd.getpwuid(os.geteuid()).pw_name
 
     def run_shell(
         self,

@@ -2,7 +2,8 @@
 
 Real sudo as root never prompts, so the prompting side is a small script speaking sudo's
 `-S -p PROMPT` protocol (prompt on stderr, one line read from stdin); the not-prompting side
-is the real sudo (see tests/review and tests/ssh for the real-sshd variants).
+is the real sudo (see tests/review and tests/ssh for the real-sshd variants). The tests become
+`nobody`: sudo to the login user itself is skipped (tests/test_become.py).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def fake_sudo_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_password_sent_after_prompt_and_command_gets_no_stdin(fake_sudo_path):
     conn = LocalConnector()
-    res = conn.run(["sh", "-c", "cat; echo done"], become=Become("root", "right-horse"), timeout=10)
+    become = Become("nobody", "right-horse")
+    res = conn.run(["sh", "-c", "cat; echo done"], become=become, timeout=10)
     assert res.exit_status == 0, res.stderr
     assert res.stdout == "done\n"  # cat saw EOF, not the password
     assert "right-horse" not in res.stdout + res.stderr
@@ -64,7 +66,7 @@ def test_password_sent_after_prompt_and_command_gets_no_stdin(fake_sudo_path):
 
 def test_wrong_password_fails_fast_instead_of_hanging(fake_sudo_path):
     conn = LocalConnector()
-    res = conn.run(["true"], become=Become("root", "wrong"), timeout=10)
+    res = conn.run(["true"], become=Become("nobody", "wrong"), timeout=10)
     assert res.exit_status == 1
     assert "wrong" not in res.stdout + res.stderr
 
@@ -72,6 +74,6 @@ def test_wrong_password_fails_fast_instead_of_hanging(fake_sudo_path):
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("sudo"), reason="needs root and sudo")
 def test_real_sudo_that_does_not_prompt_never_receives_the_password():
     conn = LocalConnector()
-    res = conn.run(["cat"], become=Become("root", "hunter2"), timeout=10)
+    res = conn.run(["cat"], become=Become("nobody", "hunter2"), timeout=10)
     assert res.exit_status == 0, res.stderr
     assert "hunter2" not in res.stdout

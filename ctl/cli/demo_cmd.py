@@ -145,29 +145,37 @@ def demo(
         if ok:
             data["diagnostics"] = demo_diagnose(st, hosts)
             data["export"] = demo_export(st, root)
+        password = None
         if ok and dashboard:
             from agentctl.ctl.cli.dashboard_cmd import demo_dashboard
 
             web, data["dashboard"], password = demo_dashboard(st)
-            st.output.info(
-                f"dashboard: {esc(data['dashboard']['url'])}/  login: demo / {esc(password)} "
-                "(one-time, this demo's database only)"
-            )
+        data["explore"] = explore_env(root, demo_fleet.inventory_path)
         st.output.emit(
             data,
             schema="agentctl.demo/1",
             ok=ok,
             errors=[o.error for o in report.recap.outcomes if o.error],
         )
-        if keep and demo_fleet.fleet is not None:
+        running = keep and demo_fleet.fleet is not None
+        explore_hint(st, data["explore"], running=running)
+        if password is not None:
+            login = ["user: demo", f"password: {password}"]
+            if running:
+                st.output.copyable(
+                    [f"{data['dashboard']['url']}/", *login],
+                    title="dashboard (one-time login, this demo's store only):",
+                )
+            else:
+                st.output.copyable(["agentctl dashboard serve", *login], title=(
+                    "dashboard: checked, and stopped with the demo; to browse the demo's store "
+                    "again, with the exports above (or run the demo with --keep):"))  # fmt: skip
+        if running:
             if serve and "serving" in data:
-                st.output.info(f"router: {esc(data['serving'].get('router'))} (OpenAI API)")
-            st.output.info(
-                "fleet running; Ctrl-C stops it. Try:\n  "
-                f"AGENTCTL_KNOWN_HOSTS={esc(root / 'known_hosts')} "
-                f"AGENTCTL_DATABASE_URL=sqlite:///{esc(root / 'agentctl.db')} "
-                f"agentctl -i {esc(demo_fleet.inventory_path)} run -- uname -a"
-            )
+                st.output.copyable(
+                    [str(data["serving"].get("router"))], title="router (OpenAI API):"
+                )
+            st.output.info("fleet running; Ctrl-C stops it")
             while True:
                 time.sleep(3600)
         if not ok:
@@ -177,6 +185,27 @@ def demo(
             web.stop()
         stop_services(root)
         demo_fleet.stop()
+
+
+def explore_env(root: Path, inventory: Path) -> dict[str, str]:
+    """The environment that points the normal commands at what the demo stored."""
+    return {
+        "AGENTCTL_DATABASE_URL": f"sqlite:///{root / 'agentctl.db'}",
+        "AGENTCTL_KNOWN_HOSTS": str(root / "known_hosts"),
+        "AGENTCTL_INVENTORY": str(inventory),
+    }
+
+
+def explore_hint(st: State, env: dict[str, str], *, running: bool) -> None:
+    """Printed at the end of every demo: without it `agentctl nodes` shows the operator's own
+    (empty) store, not the demo's."""
+    import shlex
+
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
+    lines.append("agentctl nodes; agentctl runs list; agentctl metrics show; agentctl watch")
+    if running:
+        lines.append("agentctl run -- uname -a")
+    st.output.copyable(lines, title="The demo's store, inventory and host keys (copy these):")
 
 
 DEMO_TRACE = Path(__file__).resolve().parent.parent / "data" / "weka_cc_sample6.jsonl.xz"
@@ -238,7 +267,7 @@ def demo_serving(st: State, root: Path, hosts: list[Host], replay: bool = True) 
             return out
     router = next(h for h in hosts if "router" in h.roles)
     address = "127.0.0.1" if is_local(router) else router.address
-    out["router"] = f"http://{address}:8080"
+    out["router"] = f"http://{address}:{int(router.vars['agentctl_router_port'])}"
     out["traffic"] = agent_traffic(st, out["router"])
     if replay:
         out["replay"] = demo_replay(st)

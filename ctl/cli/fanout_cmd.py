@@ -85,11 +85,14 @@ def execute(
     render: Callable[[RunReport], None] | None = None,
     conns: Connections | None = None,
     emit: bool = True,
+    host_progress: bool = True,
 ) -> RunReport:
+    """One recorded fan-out pass, rendered. `host_progress=False` when the task shows its own
+    (per-step) progress: a terminal holds one live display at a time."""
     conns = conns or Connections(st.settings(), st.inventory())
     for warning in conns.warnings:
         st.output.warn(warning)
-    with st.output.progress(kind, len(hosts)) as advance:
+    with st.output.progress(kind, len(hosts) if host_progress else 0) as advance:
         report = run_recorded(
             st.store(),
             kind=kind,

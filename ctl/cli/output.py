@@ -48,9 +48,14 @@ class Output:
         self.verbose = verbose
         no_color = bool(os.environ.get("NO_COLOR"))
         # Piped or redirected tables would wrap at rich's default 80 columns; logs are wider.
+        # Text is never wrapped (soft_wrap): a login line, an `AGENTCTL_...=` hint or a path
+        # must stay one copyable line; the terminal folds long lines on screen by itself.
         width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 160)
-        self.out = Console(no_color=no_color, highlight=False, soft_wrap=False, width=width)
-        self.err = Console(stderr=True, no_color=no_color, highlight=False)
+        self.out = Console(no_color=no_color, highlight=False, soft_wrap=True, width=width)
+        err_width = None if sys.stderr.isatty() else int(os.environ.get("COLUMNS") or 160)
+        self.err = Console(
+            stderr=True, no_color=no_color, highlight=False, soft_wrap=True, width=err_width
+        )
         self._emitted = False
 
     @property
@@ -95,6 +100,16 @@ class Output:
         if not self.json_mode:
             self.out.print(renderable)
 
+    def copyable(self, lines: Sequence[str], *, title: str | None = None) -> None:
+        """Lines meant to be copied into a shell (plain text, never wrapped, never styled),
+        on stderr like the other notes, indented under an optional title."""
+        if self.json_mode:
+            return
+        if title:
+            self.err.print(title, markup=False)
+        for line in lines:
+            self.err.print("  " + line, markup=False, soft_wrap=True, crop=False)
+
     @contextmanager
     def progress(self, description: str, total: int) -> Iterator[Any]:
         """A rich progress bar on stderr; silent in --json mode or when stderr is no terminal."""
@@ -117,10 +132,70 @@ class Output:
             yield advance
 
 
+class StepProgress:
+    """Per host, per step progress of a multi-step pass (a playbook): on a terminal a bar per
+    host with the step it finished last; elsewhere (logs, CI) one line per finished step, so a
+    long provisioning is never minutes of silence followed by every host's log at once."""
+
+    def __init__(self, output: Output, title: str, hosts: Sequence[str], steps: int) -> None:
+        self.output = output
+        self.title = title
+        self.steps = steps
+        self.seen: dict[str, set[object]] = {h: set() for h in hosts}
+        self.width = max((len(h) for h in hosts), default=4)
+        self._bars: Progress | None = None
+        self._ids: dict[str, Any] = {}
+
+    def __enter__(self) -> StepProgress:
+        out = self.output
+        if not out.json_mode and out.err.is_terminal:
+            self._bars = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[step]}"),
+                console=out.err,
+                transient=True,
+            )
+            self._bars.__enter__()
+            for host in self.seen:
+                self._ids[host] = self._bars.add_task(
+                    f"{self.title} {host}", total=self.steps, step=""
+                )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bars is not None:
+            self._bars.__exit__(None, None, None)
+
+    @property
+    def live_lines(self) -> bool:
+        """Whether steps are printed as lines (no terminal): the caller's summary can be short."""
+        return self._bars is None and not self.output.json_mode
+
+    def step(self, host: str, key: object, step: str, status: str, duration_s: float) -> None:
+        """`host` finished `step` (`key` tells steps apart: a loop's items share one) with
+        `status`; safe from the fan-out's threads."""
+        seen = self.seen.setdefault(host, set())
+        seen.add(key)
+        n = len(seen)
+        if self._bars is not None:
+            self._bars.update(self._ids[host], completed=min(n, self.steps), step=esc(step))
+        elif not self.output.json_mode and (status != "skipped" or self.output.verbose):
+            colour = {"changed": "yellow", "failed": "red", "skipped": "dim"}.get(status, "green")
+            self.output.info(
+                f"{esc(self.title)} {esc(host):{self.width}} [{n}/{self.steps}] "
+                f"[{colour}]{status:7}[/{colour}] {esc(step)} [dim]({duration_s:.1f}s)[/dim]"
+            )
+
+
 def recap_table(recap: Recap, *, title: str = "Recap") -> Table:
     table = Table(title=title, title_justify="left", expand=False)
-    for col in ("host", "status", "exit", "time", "detail"):
+    for col in ("host", "status", "exit", "time"):
         table.add_column(col, justify="right" if col in ("exit", "time") else "left")
+    # The cause is the point of a failed row: fold it over lines rather than cut it.
+    table.add_column("detail", overflow="fold")
     for o in recap.outcomes:
         style = STATUS_STYLE[o.status]
         detail = o.message or ""
@@ -132,7 +207,7 @@ def recap_table(recap: Recap, *, title: str = "Recap") -> Table:
             Text(o.status.value, style=style),
             exit_status,
             f"{o.duration_s:.2f}s",
-            plain(_one_line(detail, 90)),
+            plain(_one_line(detail, 600)),
         )
     counts = recap.counts()
     table.caption = "  ".join(f"[{STATUS_STYLE[Status(k)]}]{k}={v}[/]" for k, v in counts.items())

@@ -31,6 +31,7 @@ from agentctl.ctl.cli.fanout_cmd import (
     select_hosts,
 )
 from agentctl.ctl.cli.main import state
+from agentctl.ctl.cli.output import StepProgress
 from agentctl.ctl.cli.state import State
 from agentctl.ctl.connect import Connections
 from agentctl.ctl.errors import PlaybookError, UsageError
@@ -182,30 +183,40 @@ def _pass(
     emit: bool = True,
 ) -> RunReport:
     kind = playbook.name + (" --check" if runner.check else "")
-    return execute(
-        st,
-        kind=kind,
-        hosts=hosts,
-        task=runner.fanout_task(),
-        options=options,
-        command=command,
-        run_options=run_options,
-        schema="agentctl.playbook/1",
-        render=lambda report: _render(st, report, diff=diff, verbose=st.verbose),
-        conns=conns,
-        emit=emit,
-    )
+    title = playbook.name + (" (plan)" if runner.check else "")
+    with StepProgress(st.output, title, [h.name for h in hosts], len(playbook.tasks)) as steps:
+        runner.on_task = lambda host, r: steps.step(host, r.line or r.task, r.task, r.status,
+                                                    r.duration_s)  # fmt: skip
+        return execute(
+            st,
+            kind=kind,
+            hosts=hosts,
+            task=runner.fanout_task(),
+            options=options,
+            command=command,
+            run_options=run_options,
+            schema="agentctl.playbook/1",
+            render=lambda report: _render(
+                st, report, diff=diff, verbose=st.verbose, short=steps.live_lines
+            ),
+            conns=conns,
+            emit=emit,
+            host_progress=False,
+        )
 
 
-def _render(st: State, report: RunReport, *, diff: bool, verbose: int) -> None:
-    """Per host: what changed (or would), what failed, and with --diff the file diffs."""
+def _render(st: State, report: RunReport, *, diff: bool, verbose: int, short: bool = False) -> None:
+    """Per host: what changed (or would), what failed, and with --diff the file diffs.
+    `short`: the steps were printed as they finished; repeat only what failed."""
     if st.json:
         return
+    keep = ("failed", "unknown") if short and not (verbose or diff) else None
     for o in report.recap.outcomes:
         data = o.data if isinstance(o.data, dict) else None
         if data is None:
             continue
-        shown = [t for t in data["tasks"] if t["status"] != "ok" or verbose]
+        shown = [t for t in data["tasks"]
+                 if (t["status"] in keep if keep else t["status"] != "ok" or verbose)]  # fmt: skip
         if not shown:
             continue
         st.output.info(f"[bold]{escape(o.host)}[/bold]")

@@ -236,7 +236,10 @@ class PlaybookRunner:
             args = op.parse(raw)
         except (RenderError, ValueError) as exc:
             return self._result(task, "failed", started, label, message=str(exc))
-        become_wanted = host.become if task.become is None else task.become
+        # Ansible's precedence: a connection variable (`ansible_become` on the host or a group)
+        # overrides the task's `become:` keyword; without one the keyword decides.
+        explicit = "ansible_become" in host.vars or task.become is None
+        become_wanted = host.become if explicit else bool(task.become)
         ctx = HostContext(
             conn=conn,
             name=host.name,

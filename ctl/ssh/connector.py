@@ -19,6 +19,8 @@ from agentctl.ctl.connector import (
     OutputCapture,
     answer_sudo,
     build_command,
+    check_sudo_present,
+    effective_become,
     sudo_prompt,
 )
 from agentctl.ctl.errors import CommandTimeout, RemoteError, TransferError, UnreachableError
@@ -53,6 +55,11 @@ class SSHConnector:
         )
 
     @property
+    def login_user(self) -> str:
+        """Who the session runs as on the host (sudo to this user is a no-op)."""
+        return self.target.user
+
+    @property
     def _transport(self) -> paramiko.Transport:
         return self._transports[-1]
 
@@ -67,11 +74,12 @@ class SSHConnector:
         output_cap: int | None = None,
     ) -> CommandResult:
         deadline_s = timeout if timeout is not None else self.default_timeout
+        become = effective_become(become, self.login_user)
         prompt = sudo_prompt() if become is not None and become.password is not None else None
         if prompt is not None and stdin:
             raise ValueError("stdin cannot be combined with a sudo password")
         command = build_command(argv, become=become, env=env, deadline_s=deadline_s, prompt=prompt)
-        return self._exec(
+        result = self._exec(
             command,
             password=become.password if become is not None else None,
             prompt=prompt,
@@ -79,6 +87,7 @@ class SSHConnector:
             stdin=stdin,
             output_cap=output_cap or self.output_cap,
         )
+        return check_sudo_present(result, become)
 
     def run_shell(
         self,

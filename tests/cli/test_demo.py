@@ -4,30 +4,63 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import jsonschema
 import pytest
 
+from agentctl.ctl.demo import stop_leftovers
 from agentctl.ctl.envelope import ENVELOPE_SCHEMA
 
 pytestmark = pytest.mark.timeout(600)
 
 
-def test_demo_starts_trusts_gathers_stores_and_stops(tmp_path):
+@pytest.fixture
+def demo_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A private state dir for the demo; afterwards, whatever happened to the test, nothing
+    the demo started is left running (services, then sshd nodes)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCTL_")}
     env.update(XDG_STATE_HOME=str(tmp_path / "state"), XDG_DATA_HOME=str(tmp_path / "data"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "agentctl.ctl", "--json", "demo", "--nodes", "3"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
+    yield env
+    stop_leftovers(tmp_path / "state" / "agentctl" / "demo")
+
+
+def _default_sigint() -> None:
+    """The demo's Ctrl-C handling must not depend on how pytest was started (a shell that
+    ignores SIGINT passes that on): give the child the default disposition."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def run_demo(
+    args: list[str], env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """The demo as a newcomer runs it; past `timeout` it gets SIGTERM (which it turns into a
+    clean stop), and only then SIGKILL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentctl.ctl", *args], env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        pytest.fail(f"demo {args} ran past {timeout}s: {err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_demo_starts_trusts_gathers_stores_and_stops(tmp_path, demo_env):
+    env = demo_env
+    proc = run_demo(["--json", "demo", "--nodes", "3"], env, timeout=400)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     serving = doc["data"]["serving"]
@@ -81,47 +114,45 @@ def test_demo_starts_trusts_gathers_stores_and_stops(tmp_path):
     with pytest.raises(OSError), socket.create_connection((host, int(port)), timeout=1):
         pass
     # The human run prints the fleet table.
-    human = subprocess.run(
-        [sys.executable, "-m", "agentctl.ctl", "demo", "--nodes", "2", "--no-serve"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
-    )
+    human = run_demo(["demo", "--nodes", "2", "--no-serve"], env, timeout=170)
     assert human.returncode == 0, human.stderr
     assert "Fleet" in human.stdout and "node02" in human.stdout
+    # every demo ends with the lines that point the normal commands at its store, unwrapped
+    export = f"export AGENTCTL_DATABASE_URL=sqlite:///{tmp_path}/state/agentctl/demo/agentctl.db"
+    assert any(line.strip() == export for line in human.stderr.splitlines())
 
 
-def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
+def test_ctrl_c_stops_everything_the_demo_started(tmp_path, demo_env):
     """`demo --keep` holds the fleet, the serving stack and the dashboard until Ctrl-C; then
     every port it opened is closed and it exits 130."""
     import re
-    import signal
     import time
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTCTL_")}
-    env.update(XDG_STATE_HOME=str(tmp_path / "state"), XDG_DATA_HOME=str(tmp_path / "data"),
-               COLUMNS="200", NO_COLOR="1")  # fmt: skip
+    env = {**demo_env, "NO_COLOR": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "agentctl.ctl", "demo", "--nodes", "2", "--keep", "--no-replay"],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True,
+        text=True, preexec_fn=_default_sigint,
     )  # fmt: skip
-    seen = []
-    deadline = time.monotonic() + 300
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        seen.append(line)
-        if "Ctrl-C stops it" in line or time.monotonic() > deadline:
-            break
-    text = "".join(seen)
-    assert "Ctrl-C stops it" in text, text[-3000:]
-    urls = re.findall(r"(?:dashboard|router): (http://[\d.]+:\d+)", text)
-    assert len(urls) == 2, text[-3000:]
-    proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=60)
+    try:
+        seen = []
+        deadline = time.monotonic() + 300
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line)
+            if "Ctrl-C stops it" in line or time.monotonic() > deadline:
+                break
+        text = "".join(seen)
+        assert "Ctrl-C stops it" in text, text[-3000:]
+        # the dashboard's and the router's URLs, each alone on its line (copyable)
+        urls = re.findall(r"^  (http://[\d.]+:\d+)/?$", text, re.M)
+        assert len(urls) == 2, text[-3000:]
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=60)
     assert proc.returncode == 130, rest[-2000:]
     for url in urls:
         host, port = url.removeprefix("http://").split(":")

@@ -36,12 +36,15 @@ def _inventory(path: Path, fleet, **extra_hosts) -> Path:
 def test_sudo_password_never_reaches_the_command(cli, small_fleet, tmp_path, monkeypatch):
     """`sudo -S -p ''` + password written blindly to stdin: when sudo needs no password
     (root, NOPASSWD, a cached timestamp) the password line becomes the command's stdin. Here
-    `cat` prints it: it lands in the JSON envelope, in the terminal and in the run store."""
+    `cat` prints it: it lands in the JSON envelope, in the terminal and in the run store.
+    It becomes `nobody`: sudo from root to root is skipped altogether."""
     monkeypatch.setenv("AGENTCTL_KNOWN_HOSTS", str(small_fleet.write_known_hosts(tmp_path / "kh")))
     monkeypatch.setenv("AGENTCTL_SUDO_PASSWORD_ENV", "REVIEW_PW")
     monkeypatch.setenv("REVIEW_PW", "hunter2-s3cret")
     inv = _inventory(tmp_path / "inv.yml", small_fleet)
-    res = cli("-i", str(inv), "--limit", "edge02", "--json", "run", "--sudo", "--", "cat")
+    res = cli("-i", str(inv), "--limit", "edge02", "--json", "run", "--sudo",
+              "--become-user", "nobody", "--", "cat")  # fmt: skip
+    assert res.code == 0, res.stdout
     db = next(Path(tmp_path).rglob("agentctl.db"))
     stored = sqlite3.connect(db).execute("select stdout from run_results").fetchall()
     assert "hunter2" not in res.stdout, "sudo password in the JSON output"
