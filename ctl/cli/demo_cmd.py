@@ -17,7 +17,7 @@ from rich.table import Table
 from agentctl.ctl.cli.facts_cmd import facts_task, node_record
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.nodes_cmd import fleet_table, node_dict
-from agentctl.ctl.cli.output import esc, plain, recap_table
+from agentctl.ctl.cli.output import BuildProgress, esc, plain, recap_table
 from agentctl.ctl.cli.playbook_cmd import load_playbook, run_playbook
 from agentctl.ctl.cli.state import State
 from agentctl.ctl.collect import Collector, HostCollection, store_task
@@ -360,7 +360,8 @@ def _demo_bundle(st: State, path: Path) -> Path:
         except VerificationError as exc:
             st.output.warn(f"rebuilding the demo bundle: {exc.message}")
     st.output.info("building the offline bundle (pip download, once; then reused)...")
-    build_bundle(BuildOptions(out=path, target=make_target(), force=True))
+    with BuildProgress(st.output) as progress:
+        build_bundle(BuildOptions(out=path, target=make_target(), force=True), progress)
     return verify_bundle(path).wheels_dir
 
 
@@ -409,5 +410,14 @@ def agent_traffic(
     if prompt:
         st.output.info(
             f"prefix cache hits: {cached}/{prompt} prompt tokens ({cached / prompt:.0%})"
+        )
+    workers = sorted({str(r["worker"]) for r in rows if r["worker"]})
+    if len(workers) == 1:
+        st.output.info(
+            f"all {len(rows)} requests went to {esc(workers[0])}: the sessions share one system "
+            "prompt, so its KV blocks live there, and at this light load the KV-aware router "
+            "keeps them where the prefix is cached instead of computing it again on an idle "
+            "worker (it spreads once queueing there costs more than a recompute; the trace "
+            "replay below shows it under load)"
         )
     return rows

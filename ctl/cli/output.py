@@ -132,6 +132,42 @@ class Output:
             yield advance
 
 
+class BuildProgress:
+    """A long build's phases as lines on stderr, and what its subprocess (pip) prints: a live
+    status line on a terminal, its `Collecting ...` lines elsewhere (logs), so a 30 s download
+    is never one line and then silence."""
+
+    #: pip lines worth a log line each: one per package, not per progress tick
+    MILESTONES = ("Collecting ", "Processing ", "Building wheel", "Successfully ")
+
+    def __init__(self, output: Output, prefix: str = "bundle") -> None:
+        self.output = output
+        self.prefix = prefix
+        self._status: Any = None
+
+    def __enter__(self) -> BuildProgress:
+        if not self.output.json_mode and self.output.err.is_terminal:
+            self._status = self.output.err.status(f"{self.prefix}: starting")
+            self._status.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(None, None, None)
+
+    def step(self, message: str) -> None:
+        self.output.info(f"[bold]{esc(self.prefix)}:[/bold] {esc(message)}")
+        if self._status is not None:
+            self._status.update(esc(message))
+
+    def line(self, text: str) -> None:
+        self.output.debug(text)
+        if self._status is not None:
+            self._status.update(f"[dim]{esc(text[:120])}[/dim]")
+        elif not self.output.verbose and text.lstrip().startswith(self.MILESTONES):
+            self.output.info(f"[dim]{esc(self.prefix)}:   {esc(text.strip()[:160])}[/dim]")
+
+
 class StepProgress:
     """Per host, per step progress of a multi-step pass (a playbook): on a terminal a bar per
     host with the step it finished last; elsewhere (logs, CI) one line per finished step, so a

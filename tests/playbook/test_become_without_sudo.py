@@ -104,3 +104,15 @@ def test_missing_sudo_where_needed_names_the_host_and_the_fix(cli, node, monkeyp
     assert human.code == 3
     flat = " ".join(human.stdout.split())
     assert "install the sudo package on ns01" in flat.replace("│ ", "").replace(" │", "")
+
+
+def test_explicit_ansible_become_false_overrides_the_task_keyword(cli, node, monkeypatch):
+    """Ansible's precedence: a connection variable beats the `become:` keyword, so an
+    inventory can run a `become: true` playbook as the login user (here: where sudo would
+    otherwise be needed, as `nobody`, and is absent)."""
+    fl, tmp = node
+    monkeypatch.setenv("AGENTCTL_KNOWN_HOSTS", str(fl.write_known_hosts(tmp / "kh")))
+    inv = inventory(fl, tmp, "no-become", ansible_become=False, ansible_become_user="nobody")
+    res = cli("-i", inv, "--json", "provision", "--yes", *SKIP)
+    assert res.code == 0, res.stdout
+    assert (tmp / "no-become" / "etc").stat().st_uid == 0  # made by the login user, root
