@@ -57,14 +57,19 @@ def _exited(proc: subprocess.Popen[Any]) -> bool:
 
 
 def stop(
-    proc: subprocess.Popen[Any], *, first: signal.Signals = signal.SIGTERM, grace_s: float = 10.0
+    proc: subprocess.Popen[Any],
+    *,
+    first: signal.Signals | None = signal.SIGTERM,
+    grace_s: float = 10.0,
 ) -> int:
     """`first` to the child's group, up to `grace_s` for the child to exit, then SIGKILL to
     the group (the child if it ignored `first`, and anything it left behind); reaps the child.
+    `first=None`: the caller has already asked it to stop.
 
     For a child from `start()` (its pid is its process group id)."""
     if proc.returncode is None:
-        _killpg(proc.pid, first)
+        if first is not None:
+            _killpg(proc.pid, first)
         deadline = time.monotonic() + grace_s
         while not _exited(proc) and time.monotonic() < deadline:
             time.sleep(0.02)
