@@ -12,6 +12,13 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
+# The run fails, and stops them, if tests leave processes of their own running (leakcheck.py).
+from leakcheck import (  # noqa: F401 - pytest finds hooks by name in a conftest
+    pytest_sessionfinish,
+    pytest_sessionstart,
+    pytest_terminal_summary,
+)
+
 from agentctl.ctl.cli import main
 from agentctl.ctl.fleet import LocalFleet, find_sshd
 
@@ -75,9 +82,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
         pytest.skip("sshd not installed")
     root = tmp_path_factory.mktemp("fleet")
     fl = LocalFleet(root, 24)
-    fl.start()
-    yield fl
-    fl.stop()
+    try:  # start() may fail half-way, with some nodes up
+        fl.start()
+        yield fl
+    finally:
+        fl.stop()
 
 
 @pytest.fixture
@@ -87,6 +96,8 @@ def small_fleet(tmp_path: Path) -> Iterator[LocalFleet]:
         pytest.skip("sshd not installed")
     fl = LocalFleet(tmp_path / "small", 3, prefix="edge", first_address=100)
     fl.nodes[0].log_level = "DEBUG1"
-    fl.start()
-    yield fl
-    fl.stop()
+    try:
+        fl.start()
+        yield fl
+    finally:
+        fl.stop()

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -21,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import children
 import pytest
 
 from agentctl.ctl.errors import UsageError, VerificationError
@@ -420,12 +420,12 @@ def test_a_killed_delivery_resumes_without_loss_or_duplicates(
     _export_file(tmp_path / "e.jsonl", 55)
     spool, url = tmp_path / "spool", getattr(collector, target)
     st = collector.state
-    child = subprocess.Popen(
+    child = children.start(
         [sys.executable, "-c", _CHILD, str(tmp_path / "e.jsonl"), url, TOKEN, str(spool)],
         env=dict(os.environ),
     )
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a wait, not a measurement: generous for a busy CI
         while time.monotonic() < deadline:
             with st.lock:
                 taken = len(st.hec_events) + len(st.bulk_docs)
@@ -442,8 +442,7 @@ def test_a_killed_delivery_resumes_without_loss_or_duplicates(
         child.send_signal(signal.SIGKILL)  # dies while backing off
         assert child.wait(10) == -signal.SIGKILL  # it did not get to finish
     finally:
-        if child.poll() is None:
-            child.kill()
+        children.stop(child)
     delivered_before = len(st.hec_events) + len(st.bulk_docs)
     assert 20 <= delivered_before < 55
     st.fail_always = False

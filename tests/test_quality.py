@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -74,26 +75,72 @@ def test_import_contracts_hold(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def test_installing_puts_no_bare_top_level_module(tmp_path: Path) -> None:
-    """A wheel holds `agentctl/...` only: never a bare `serving` or `dashboard`."""
-    res = _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "-w",
-            str(tmp_path),
-            str(ROOT),
+# A Python warning as setuptools prints it: `path:line: SomeWarning: text`. pip's own
+# `WARNING: ...` lines (index locations) and distutils' `warning: byte-compiling is disabled`
+# are not about this project's packaging and do not match.
+_PY_WARNING = re.compile(r"^\s*\S+:\d+: \w*Warning: .*$", re.MULTILINE)
+
+
+def _source_files() -> list[str]:
+    """Every file the package folders hold, as `agentctl/...` wheel paths."""
+    tracked = None
+    if (ROOT / ".git").exists() and shutil.which("git"):
+        res = _run(["git", "ls-files", "-z", "--", *PACKAGES])
+        if res.returncode == 0:
+            tracked = [name for name in res.stdout.split("\0") if name]
+    if tracked is None:  # an unpacked sdist: no git
+        tracked = [
+            str(path.relative_to(ROOT))
+            for pkg in PACKAGES
+            for path in (ROOT / pkg).rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts
         ]
+    return sorted(f"agentctl/{name}" for name in tracked)
+
+
+@pytest.fixture(scope="module")
+def wheel_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], str]:
+    """Build the wheel once from a clean copy (no stale build/ to hide a missing file); its
+    file names and pip's verbose log."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for pkg in PACKAGES:
+        shutil.copytree(ROOT / pkg, src / pkg, ignore=ignore)
+    for name in ("setup.py", "pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, src / name)
+    res = _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(tmp / "dist"), str(src)]
     )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     import zipfile
 
-    (wheel,) = tmp_path.glob("agentctl-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
+    (wheel,) = (tmp / "dist").glob("agentctl-*.whl")
+    return zipfile.ZipFile(wheel).namelist(), res.stdout + res.stderr
+
+
+def test_installing_puts_no_bare_top_level_module(wheel_build: tuple[list[str], str]) -> None:
+    """A wheel holds `agentctl/...` only: never a bare `serving` or `dashboard`."""
+    names, _ = wheel_build
     tops = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert tops == {"agentctl"}
     assert "agentctl/serving/__init__.py" in names
     assert "agentctl/collectors/store/migrations/env.py" in names
+
+
+def test_the_wheel_holds_every_package_file(wheel_build: tuple[list[str], str]) -> None:
+    """Templates, stylesheets, static files, the sample trace, playbooks: a data file that no
+    `package_data` glob matches would be missing only on an installed node."""
+    names, _ = wheel_build
+    missing = sorted(set(_source_files()) - set(names))
+    assert not missing, "not in the wheel:\n" + "\n".join(missing)
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
+
+
+def test_building_the_wheel_prints_no_setuptools_warning(
+    wheel_build: tuple[list[str], str],
+) -> None:
+    """Deprecations (a license table) and ambiguous data folders become errors in a later
+    setuptools; fix them when they first appear."""
+    _, log = wheel_build
+    assert _PY_WARNING.findall(log) == []

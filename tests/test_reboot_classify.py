@@ -347,6 +347,28 @@ def test_render_text() -> None:
     assert "Contradicting evidence:" in text and "Missing sources:" in text
 
 
+def _window(text: str) -> str:
+    return next(ln for ln in text.splitlines() if ln.startswith("Window: "))
+
+
+def test_render_text_window_shows_what_is_known() -> None:
+    assert _window(render_text(run("planned_reboot"))) == (
+        "Window: previous boot 990bc72bd32a4c8f90b28b649fdfe70e, last entry "
+        "2026-08-15T17:24:03Z -> current boot start 2026-08-15T17:25:10Z"
+    )
+
+
+def test_render_text_window_says_why_a_bound_is_unknown() -> None:
+    """A volatile journal keeps no previous boot: say so instead of printing `?`."""
+    assert _window(render_text(run("volatile_journal"))) == (
+        "Window: previous boot unknown (no previous boot in the journal), last entry unknown "
+        "(no previous-boot journal) -> current boot start 2026-07-22T13:29:55Z"
+    )
+    nothing = _window(render_text(analyze({})))
+    assert "current boot start unknown (no boot list," in nothing
+    assert "?" not in nothing
+
+
 def test_probe_specs_are_read_only_and_bounded() -> None:
     names = [p.name for p in REBOOT_PROBES]
     assert len(names) == len(set(names))
@@ -388,7 +410,7 @@ def test_analyze_never_raises(
     report = analyze(results, now=now)
     assert report.reason_code in CLASSES and report.confidence in CONFIDENCES
     json.dumps(report.to_json())
-    render_text(report)
+    assert not re.search(r"(boot|entry|start) \?", _window(render_text(report)))
 
 
 @settings(max_examples=100, deadline=None)

@@ -16,7 +16,6 @@ import string
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -675,14 +674,18 @@ def _journal(mb: float) -> str:
     return "\n".join(out) + "\n"
 
 
-def test_throughput_on_a_journal() -> None:
-    text = _journal(2)
+@pytest.mark.timeout(120)
+def test_a_large_journal_is_redacted_like_its_lines() -> None:
+    """8 MiB in one call: the result is each line's result, in order (no state lost or mixed
+    across lines at scale). The test timeout guards against superlinear time, not a stopwatch:
+    a loaded CI machine may be ten times slower than a laptop."""
+    text = _journal(8)
+    lines = text.splitlines(keepends=True)
     for pseudo in (False, True):
         r = Redactor(pseudonymize=pseudo, hostnames=["gpu-17.dc1.example.com"])
-        t0 = time.perf_counter()
-        r.text(text)
-        elapsed = time.perf_counter() - t0
-        assert elapsed < 1.5, f"2 MiB took {elapsed:.2f}s (pseudonymize={pseudo})"
+        out = r.text(text)
+        per_line = {line: r.text(line) for line in set(lines)}
+        assert out == "".join(per_line[line] for line in lines), f"pseudonymize={pseudo}"
 
 
 @pytest.mark.parametrize(
@@ -706,11 +709,15 @@ def test_throughput_on_a_journal() -> None:
     ],
     ids=lambda e: repr(e[:12]),
 )
+@pytest.mark.timeout(120, method="signal")  # re checks for signals while it matches
 def test_no_catastrophic_backtracking(evil: str) -> None:
+    """Each input is doubled to about 1 MB: linear work takes about a second here (ten on a
+    loaded machine); a pattern that backtracks quadratically needs some 10^12 steps, i.e.
+    hours, and the test timeout stops it. The output is checked too: nothing is dropped."""
+    evil *= 2
     r = Redactor(pseudonymize=True, hostnames=["gpu-17.dc1.example.com"], extra_secrets=["s3cr3t!"])
-    t0 = time.perf_counter()
-    r.text(evil)
-    assert time.perf_counter() - t0 < 2.0
+    out = r.text(evil)
+    assert out and r.text(out) == out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,13 +19,13 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import children
 import httpx
 import pytest
 import yaml
@@ -58,7 +58,7 @@ def node(tmp_path_factory: pytest.TempPathFactory, control_only: Path) -> Iterat
         for root in sorted((offline.directory / "roots").glob("*")):
             py = root / "venv" / "bin" / "python"
             if py.exists():
-                subprocess.run(
+                children.run(
                     [str(py), "-m", "agentctl.serving", "supervise", "stop", "--all",
                      "--dir", str(root / "state")],
                     capture_output=True, timeout=60, check=False,
@@ -70,7 +70,7 @@ def node(tmp_path_factory: pytest.TempPathFactory, control_only: Path) -> Iterat
 def bundle(control_only: Path, node: AirgapNode) -> Path:
     """`agentctl bundle build --tar`: the directory, and BUNDLE.tar beside it."""
     out = control_only / "bundle"
-    res = subprocess.run(
+    res = children.run(  # pip downloads in subprocesses: a timeout stops them too
         [sys.executable, "-m", "agentctl.ctl", "bundle", "build", "--out", str(out), "--tar"],
         capture_output=True,
         text=True,

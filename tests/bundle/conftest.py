@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import children
 import pytest
 
 from agentctl.ctl.bundle import generate_keypair
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _pip(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return children.run(  # pip's own build subprocesses are stopped on a timeout too
         [sys.executable, "-m", "pip", *args],
         capture_output=True,
         text=True,

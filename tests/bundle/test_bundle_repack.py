@@ -7,6 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import children
 import pytest
 
 pytestmark = pytest.mark.timeout(300)
@@ -25,7 +26,7 @@ def test_repack_of_an_installed_wheel_has_the_same_files(
     agentctl_wheel: Path, tmp_path: Path
 ) -> None:
     target = tmp_path / "site"
-    subprocess.run(
+    children.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet",
          "--target", str(target), str(agentctl_wheel)],
         check=True, timeout=240,

@@ -29,9 +29,11 @@ def node(tmp_path: Path) -> Iterator[LocalFleet]:
     if find_sshd() is None:
         pytest.skip("sshd not installed")
     fl = LocalFleet(tmp_path / "fleet", 1, prefix="da", first_address=190)
-    fl.start()
-    yield fl
-    fl.stop()
+    try:  # start() may fail half-way, with some nodes up
+        fl.start()
+        yield fl
+    finally:
+        fl.stop()
 
 
 def test_an_operator_runs_l1_on_a_real_node_through_the_api(

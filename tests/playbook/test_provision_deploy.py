@@ -3,19 +3,24 @@ starts on them and answers a completion through the router; re-runs change nothi
 moves traffic; a host that fails midway is reported and a re-run continues from there.
 
 Three loopback sshd "nodes" share this machine, each with its own install root and address
-(127.0.0.15x), so their services do not collide. Packages come from a wheelhouse built once
-by `agentctl bundle build` (the offline path: `pip install --no-index --require-hashes`).
+(127.0.0.15x), so their services do not collide. The services' ports are free ones picked here
+(`agentctl_router_port` and the worker and event base ports), never deploy.yml's defaults: another
+test run on this machine may be using 8080 at the same address. Packages come from a wheelhouse
+built once by `agentctl bundle build` (the offline path: `pip install --no-index
+--require-hashes`).
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
+import socket
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import children
 import httpx
 import pytest
 import yaml
@@ -28,7 +33,7 @@ pytestmark = pytest.mark.timeout(600)
 @pytest.fixture(scope="module")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "b"
-    res = subprocess.run(
+    res = children.run(  # pip downloads in subprocesses: a timeout stops them too
         [sys.executable, "-m", "agentctl.ctl", "bundle", "build", "--out", str(out)],
         capture_output=True,
         text=True,
@@ -41,21 +46,77 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "wheels"
 
 
+@dataclass(frozen=True)
+class Ports:
+    router: int  # on dp01
+    worker_base: int  # worker i on dp02 and dp03: worker_base + i
+    events_base: int  # worker i's events and replay: events_base + 2i, + 2i + 1
+
+    def vars(self) -> dict[str, int]:
+        return {
+            "agentctl_router_port": self.router,
+            "agentctl_worker_base_port": self.worker_base,
+            "agentctl_events_base_port": self.events_base,
+        }
+
+
+def _free_block(addresses: list[str], count: int, held: list[socket.socket]) -> int:
+    """A first port P such that P .. P+count-1 are free on every address; the sockets stay in
+    `held` (bound) until the caller closes them, so the next block cannot overlap this one."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind((addresses[0], 0))
+            first = int(probe.getsockname()[1])
+        if first + count > 65535:
+            continue
+        block: list[socket.socket] = []
+        try:
+            for port in range(first, first + count):
+                for address in addresses:
+                    sock = socket.socket()
+                    block.append(sock)
+                    sock.bind((address, port))
+        except OSError:
+            for sock in block:
+                sock.close()
+            continue
+        held += block
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports on {addresses}")
+
+
+@pytest.fixture(scope="module")
+def ports(fleet: tuple[LocalFleet, Path]) -> Ports:
+    """Free ports for the module: a re-deploy must find the services where it left them."""
+    fl, _ = fleet
+    router_host, *worker_hosts = (n.address for n in fl.nodes)
+    held: list[socket.socket] = []
+    try:
+        return Ports(
+            router=_free_block([router_host], 1, held),
+            worker_base=_free_block(worker_hosts, 2, held),  # dp02 runs two workers
+            events_base=_free_block(worker_hosts, 4, held),
+        )
+    finally:
+        for sock in held:
+            sock.close()
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalFleet, Path]]:
     if find_sshd() is None:
         pytest.skip("sshd not installed")
     tmp = tmp_path_factory.mktemp("deploy")
     fl = LocalFleet(tmp / "fleet", 3, prefix="dp", first_address=150)
-    fl.start()
-    try:
+    try:  # start() may fail half-way, with some nodes up
+        fl.start()
         yield fl, tmp
     finally:
         for node in fl.nodes:
             root = tmp / "roots" / node.name
             py = root / "venv" / "bin" / "python"
             if py.exists():
-                subprocess.run(
+                children.run(
                     [str(py), "-m", "agentctl.serving", "supervise", "stop", "--all",
                      "--dir", str(root / "state")],
                     capture_output=True, timeout=60, check=False,
@@ -64,11 +125,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalFleet
 
 
 def write_inventory(
-    fl: LocalFleet, tmp: Path, name: str = "inventory", **overrides: dict[str, Any]
+    fl: LocalFleet, tmp: Path, ports: Ports, name: str = "inventory", **overrides: dict[str, Any]
 ) -> Path:
     doc: dict[str, Any] = fl.inventory(groups={"routers": ["dp01"], "workers": ["dp02", "dp03"]})
     all_group = doc["all"]
     all_group["vars"].update(
+        **ports.vars(),
         agentctl_time_scale=0.01,
         agentctl_worker_engine={"capacity_blocks": 2048},
         agentctl_health_timeout=30,
@@ -94,11 +156,15 @@ def complete(router: str, prompt: str) -> httpx.Response:
 
 
 def test_provision_deploy_serve_redeploy_drain(
-    cli: Any, fleet: tuple[LocalFleet, Path], wheelhouse: Path, monkeypatch: pytest.MonkeyPatch
+    cli: Any,
+    fleet: tuple[LocalFleet, Path],
+    ports: Ports,
+    wheelhouse: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fl, tmp = fleet
     monkeypatch.setenv("AGENTCTL_KNOWN_HOSTS", str(fl.write_known_hosts(tmp / "kh")))
-    inv = str(write_inventory(fl, tmp))
+    inv = str(write_inventory(fl, tmp, ports))
 
     plan = cli("-i", inv, "--json", "provision", "--wheelhouse", str(wheelhouse))
     assert plan.code == 0, plan.stdout + plan.stderr
@@ -114,7 +180,7 @@ def test_provision_deploy_serve_redeploy_drain(
 
     dep = cli("-i", inv, "--json", "deploy", "--yes")
     assert dep.code == 0, dep.stdout + dep.stderr
-    router = "http://127.0.0.150:8080"
+    router = f"http://{fl.nodes[0].address}:{ports.router}"
     seen = set()
     for i in range(6):
         r = complete(router, f"prompt number {i} " * 40)
@@ -138,7 +204,7 @@ def test_provision_deploy_serve_redeploy_drain(
     # a config change restarts only the service it concerns
     inv = str(
         write_inventory(
-            fl, tmp, "smaller", dp03={"agentctl_worker_engine": {"capacity_blocks": 1024}}
+            fl, tmp, ports, "smaller", dp03={"agentctl_worker_engine": {"capacity_blocks": 1024}}
         )
     )
     change = cli("-i", inv, "--json", "deploy", "--yes")
@@ -150,17 +216,23 @@ def test_provision_deploy_serve_redeploy_drain(
 
 
 def test_a_host_failing_midway_is_reported_and_a_rerun_continues(
-    cli: Any, fleet: tuple[LocalFleet, Path], wheelhouse: Path, monkeypatch: pytest.MonkeyPatch
+    cli: Any,
+    fleet: tuple[LocalFleet, Path],
+    ports: Ports,
+    wheelhouse: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fl, tmp = fleet
     monkeypatch.setenv("AGENTCTL_KNOWN_HOSTS", str(fl.write_known_hosts(tmp / "kh")))
-    good = str(write_inventory(fl, tmp))
+    good = str(write_inventory(fl, tmp, ports))
     assert (
         cli("-i", good, "--json", "provision", "--wheelhouse", str(wheelhouse), "--yes").code == 0
     )
     # dp03's engine settings are invalid: its worker cannot start
     bad = str(
-        write_inventory(fl, tmp, "bad", dp03={"agentctl_worker_engine": {"capacity_blocks": 0}})
+        write_inventory(
+            fl, tmp, ports, "bad", dp03={"agentctl_worker_engine": {"capacity_blocks": 0}}
+        )
     )
     res = cli("-i", bad, "--json", "--limit", "dp02,dp03", "deploy", "--yes")
     assert res.code == 3
@@ -176,11 +248,15 @@ def test_a_host_failing_midway_is_reported_and_a_rerun_continues(
 
 
 def test_lifecycle_receive_maintenance_incident_decommission(
-    cli: Any, fleet: tuple[LocalFleet, Path], wheelhouse: Path, monkeypatch: pytest.MonkeyPatch
+    cli: Any,
+    fleet: tuple[LocalFleet, Path],
+    ports: Ports,
+    wheelhouse: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fl, tmp = fleet
     monkeypatch.setenv("AGENTCTL_KNOWN_HOSTS", str(fl.write_known_hosts(tmp / "kh")))
-    inv = str(write_inventory(fl, tmp, "life"))
+    inv = str(write_inventory(fl, tmp, ports, "life"))
     assert cli("-i", inv, "--json", "provision", "--wheelhouse", str(wheelhouse), "--yes").code == 0
     dep = cli("-i", inv, "--json", "deploy", "--yes")
     assert dep.code == 0, [h.get("message") for h in dep.json["data"]["hosts"]]
@@ -196,7 +272,7 @@ def test_lifecycle_receive_maintenance_incident_decommission(
     assert maint.code == 0, maint.stdout
     assert [p["step"] for p in maint.json["data"]["passes"]] == ["drain", "maintenance", "undrain"]
     assert marker.exists()
-    router = "http://127.0.0.150:8080"
+    router = f"http://{fl.nodes[0].address}:{ports.router}"
     workers = {w["id"]: w for w in httpx.get(router + "/health", timeout=10).json()["workers"]}
     assert workers["dp03-w0"]["draining"] is False  # undrained after a successful window
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
 
 import jsonschema
@@ -156,13 +155,13 @@ def test_unauthorised_key_gives_exit_5(cli, fleet, tmp_path, monkeypatch):
 
 
 def test_command_outliving_its_deadline_fails_fast(cli, fleet, tmp_path, monkeypatch):
+    """The command sleeps longer than the module's test timeout: returning at all is the
+    behaviour (no stopwatch: a loaded machine is slow, never 300 s slow)."""
     trusted(fleet, tmp_path, monkeypatch)
     inv = write_inventory(tmp_path / "inv.yml", fleet)
-    started = time.monotonic()
     res = cli(
-        "-i", str(inv), "--limit", "node04", "--json", "run", "--timeout", "1", "--", "sleep", "30"
+        "-i", str(inv), "--limit", "node04", "--json", "run", "--timeout", "1", "--", "sleep", "300"
     )
-    assert time.monotonic() - started < 15
     assert res.code == 3
     host = res.json["data"]["hosts"][0]
     assert host["status"] == "failed"

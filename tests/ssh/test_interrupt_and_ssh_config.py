@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import children
 import jsonschema
 import pytest
 import yaml
@@ -56,18 +57,19 @@ def test_ctrl_c_stops_the_fan_out_cleanly_with_exit_130(fleet, tmp_path):
     env = _env(tmp_path, fleet.write_known_hosts(tmp_path / "kh"))
     argv = [sys.executable, "-m", "agentctl.ctl", "-i", str(inv), "--limit", "node1*", "--json"]
     naptime = f"60.{os.getpid()}{int(time.time() * 1000) % 100000}"  # this run's sleeps only
-    proc = subprocess.Popen(
+    # children.start: SIGINT at its default in the CLI even if pytest was started with it
+    # ignored (nohup, a background job), and the CLI's group stopped if the test fails
+    with children.running(
         [*argv, "run", "--forks", "4", "--", "sleep", naptime],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    _wait_for_sleeps(naptime, 4)  # start-up, connections, the first four sleeps running
-    started = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert time.monotonic() - started < 15
+    ) as proc:
+        _wait_for_sleeps(naptime, 4)  # start-up, connections, the first four sleeps running
+        proc.send_signal(signal.SIGINT)
+        # the sleeps last a minute: returning at all means Ctrl-C cut them short
+        out, err = proc.communicate(timeout=50)
     assert proc.returncode == 130, err
     doc = json.loads(out)
     jsonschema.validate(doc, ENVELOPE_SCHEMA)

@@ -41,8 +41,8 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
     fleet = LocalFleet(tmp / "fleet", 2, prefix="fw", first_address=170)
     fleet.nodes[1].name = "nofw01"
     fleet.nodes[1].forwarding = False
-    fleet.start()
-    try:
+    try:  # start() may fail half-way, with some nodes up
+        fleet.start()
         kh = fleet.write_known_hosts(tmp / "known_hosts")
         settings = load_settings(
             env={

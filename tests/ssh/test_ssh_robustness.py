@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+import children
+import proctable
 import pytest
 
 from agentctl.ctl.errors import AgentctlError
@@ -76,7 +78,7 @@ def test_output_buffer_is_bounded_while_reading(small_fleet, tmp_path):
         print((after - before) // 1024, len(r.stdout))
         """
     )
-    out = subprocess.run(
+    out = children.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=110, check=True
     ).stdout.split()
     grown_mib, kept = int(out[0]), int(out[1])
@@ -141,10 +143,14 @@ def test_deadline_stops_the_remote_command(conn, small_fleet):
     """After CommandTimeout the channel is closed, but without a pty the remote process is not
     signalled: `sleep` keeps running (as root with --sudo). Wrap the command in
     `timeout -k`, or request a pty / send the 'signal' channel request."""
-    marker = "4242.5"
+    marker = f"4242.{os.getpid()}"  # this run's sleep only: another suite may run this test
     with pytest.raises(AgentctlError):
         conn.run(["sleep", marker], timeout=1)
-    time.sleep(1.0)
-    alive = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).returncode == 0
-    subprocess.run(["pkill", "-f", f"^sleep {marker}$"], check=False)
-    assert not alive, "the remote command outlived its deadline"
+
+    def remote_sleeps() -> list[proctable.Proc]:
+        return [p for p in proctable.snapshot().values() if f"sleep {marker}" in p.cmdline]
+
+    # the remote side ends it asynchronously: wait for that (the sleep itself is 70 minutes)
+    left = proctable.wait_gone(remote_sleeps(), timeout_s=30)
+    proctable.stop(left, grace_s=1, spare_groups={os.getpgrp()})  # ours, by the marker
+    assert not left, "the remote command outlived its deadline"

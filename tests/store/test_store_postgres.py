@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 
+import children
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -155,7 +156,7 @@ def test_two_processes_open_a_new_database_at_once(url: str) -> None:
     at = str(time.time() + 1.5)
     env = dict(os.environ, AGENTCTL_TEST_URL=url)
     procs = [
-        subprocess.Popen(
+        children.start(
             [sys.executable, "-c", _OPEN_AT, at],
             env=env,
             stdout=subprocess.PIPE,
@@ -164,7 +165,11 @@ def test_two_processes_open_a_new_database_at_once(url: str) -> None:
         )
         for _ in range(2)
     ]
-    outcomes = [p.communicate(timeout=60) for p in procs]
+    try:
+        outcomes = [p.communicate(timeout=60) for p in procs]
+    finally:  # one timed out: the other is stopped too
+        for p in procs:
+            children.stop(p)
     for proc, (out, err) in zip(procs, outcomes, strict=True):
         assert proc.returncode == 0, err
         assert out.strip() == HEAD_REVISION

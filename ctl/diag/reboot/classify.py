@@ -786,7 +786,7 @@ def _fwupd(src: _Inputs) -> Iterator[Evidence]:
         )
         if when is None:
             continue
-        release = fw.release or "?"
+        release = fw.release or "unknown"
         excerpt = f"{fw.name}: version {fw.version}, release {release} ({fw.state}, {fw.plugin})"
         yield Evidence(
             "fwupd_history",
@@ -1111,15 +1111,26 @@ def _render_items(title: str, items: tuple[Evidence, ...]) -> list[str]:
     return lines
 
 
+def _known(value: str | None, why_unknown: str) -> str:
+    """The value, or "unknown (why)": a ticket reader cannot ask what a bare `?` meant."""
+    return value if value else f"unknown ({why_unknown})"
+
+
+def _window_line(w: Window) -> str:
+    prev = _known(w.prev_boot_id, "no previous boot in the journal")
+    last = _known(_iso(w.prev_last_entry), "no previous-boot journal")
+    start = _known(
+        _iso(w.current_boot_start), "no boot list, current-boot journal, uptime or wtmp record"
+    )
+    return f"Window: previous boot {prev}, last entry {last} -> current boot start {start}"
+
+
 def render_text(report: RebootReport) -> str:
     """A plain-text view of a report for terminals and tickets."""
-    w = report.window
     lines = [
         f"Reboot cause: {report.reason_code} (confidence: {report.confidence})",
         report.summary,
-        f"Window: previous boot {w.prev_boot_id or '?'} last entry "
-        f"{_iso(w.prev_last_entry) or '?'} -> current boot start "
-        f"{_iso(w.current_boot_start) or '?'}",
+        _window_line(report.window),
     ]
     if report.initiator:
         lines.append(f"Initiator: {report.initiator}")

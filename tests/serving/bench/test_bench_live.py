@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+import children
 import pytest
 
 from agentctl.serving.bench.live import LiveOptions, replay, request_body, run_live
@@ -129,7 +129,7 @@ def test_cli_live_json(tmp_path: Path) -> None:
         "--mode", "live", "--workers", "2", "--time-scale", "0.05",
         "--policy", "round-robin", "--policy", "kv", "--json",
     ]  # fmt: skip
-    out = subprocess.run(
+    out = children.run(  # a live replay starts a cluster: a timeout stops it too
         argv,
         capture_output=True,
         text=True,

