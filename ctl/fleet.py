@@ -135,16 +135,20 @@ class LocalFleet:
             keygen(self.client_key, comment="agentctl-fleet-client")
         self.authorized_keys.write_text(Path(str(self.client_key) + ".pub").read_text())
         os.chmod(self.authorized_keys, 0o600)
-        for node in self.nodes:
-            node.directory.mkdir(parents=True, exist_ok=True)
-            if not node.host_key.exists():
-                keygen(node.host_key, comment=node.name)
-            if node.port == 0:
-                node.port = _free_port(node.address)
-            self._launch(sshd, node)
-        deadline = time.monotonic() + timeout
-        for node in self.nodes:
-            _wait_for_banner(node, deadline)
+        try:
+            for node in self.nodes:
+                node.directory.mkdir(parents=True, exist_ok=True)
+                if not node.host_key.exists():
+                    keygen(node.host_key, comment=node.name)
+                if node.port == 0:
+                    node.port = _free_port(node.address)
+                self._launch(sshd, node)
+            deadline = time.monotonic() + timeout
+            for node in self.nodes:
+                _wait_for_banner(node, deadline)
+        except BaseException:
+            self.stop()  # all or nothing: no node of a fleet that failed to start keeps running
+            raise
         return self
 
     def _launch(self, sshd: str, node: FleetNode) -> None:

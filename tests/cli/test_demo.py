@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import children
 import jsonschema
 import pytest
 
@@ -30,32 +31,17 @@ def demo_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     stop_leftovers(tmp_path / "state" / "agentctl" / "demo")
 
 
-def _default_sigint() -> None:
-    """The demo's Ctrl-C handling must not depend on how pytest was started (a shell that
-    ignores SIGINT passes that on): give the child the default disposition."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def run_demo(
     args: list[str], env: dict[str, str], timeout: float
 ) -> subprocess.CompletedProcess[str]:
-    """The demo as a newcomer runs it; past `timeout` it gets SIGTERM (which it turns into a
-    clean stop), and only then SIGKILL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agentctl.ctl", *args], env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
-    )  # fmt: skip
+    """The demo as a newcomer runs it, in its own process group; past `timeout` the group gets
+    SIGTERM (which the demo turns into a clean stop), and only then SIGKILL."""
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.terminate()
-        try:
-            out, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        pytest.fail(f"demo {args} ran past {timeout}s: {err[-3000:]}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        return children.run([sys.executable, "-m", "agentctl.ctl", *args], env=env,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"demo {args} ran past {timeout}s: {str(exc.stderr)[-3000:]}")
 
 
 def test_demo_starts_trusts_gathers_stores_and_stops(tmp_path, demo_env):
@@ -129,10 +115,11 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path, demo_env):
     import time
 
     env = {**demo_env, "NO_COLOR": "1"}
-    proc = subprocess.Popen(
+    # SIGINT at its default in the child, however pytest was started (children.start)
+    proc = children.start(
         [sys.executable, "-m", "agentctl.ctl", "demo", "--nodes", "2", "--keep", "--no-replay"],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, preexec_fn=_default_sigint,
+        text=True,
     )  # fmt: skip
     try:
         seen = []
@@ -150,9 +137,7 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path, demo_env):
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=60)
+        children.stop(proc, grace_s=60)
     assert proc.returncode == 130, rest[-2000:]
     for url in urls:
         host, port = url.removeprefix("http://").split(":")
