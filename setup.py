@@ -34,6 +34,7 @@ setup(
             "static/*",
             "data/*.xz",
             "data/*.md",
+            "recordings/*",
         ]
     },
     include_package_data=True,
