@@ -9,7 +9,11 @@ Series names (what the exporter and the dashboards read):
   one that failed as `error`, never as a number;
 - `serving.<worker id>.<field>` for each engine worker (`<host>-w<i>`, as `deploy` names
   them): `kv_hit_rate` (absent when the interval had no queries), `ttft_p50_s`,
-  `ttft_p90_s`, `ttft_p99_s`, `itl_p50_s`, `running`, `waiting`, `kv_usage`.
+  `ttft_p90_s`, `ttft_p99_s`, `itl_p50_s`, `running`, `waiting`, `kv_usage`, `requests`
+  (first tokens in the interval), and `time_scale` where the worker's `/health` reports one
+  (agentctl's simulated engines: their latencies are wall time of a model run that much
+  faster than the GPU it models);
+- `node.gpu_count` and the roll-ups below: the GPUs one pass saw, labelled like them;
 
 - `host.<field>` for every node, whatever its role: `cpu_util_pct` (over the interval since
   the last pass), `mem_used_pct`, `mem_used_bytes`, `mem_total_bytes`, `load1`, `load5`,
@@ -132,6 +136,7 @@ def gpu_samples(
 
 #: node-level roll-ups written with each GPU pass, so fleet views read 4 series, not 4 x GPUs
 NODE_SERIES = (
+    "node.gpu_count",
     "node.gpu_util_avg",
     "node.gpu_mem_used_pct",
     "node.gpu_temp_max",
@@ -160,6 +165,7 @@ def node_gpu_samples(
     )
     used, total = values("memory_used_bytes"), values("memory_total_bytes")
     got: dict[str, float | None] = {
+        "node.gpu_count": float(len(gpus)),
         "node.gpu_util_avg": sum(util) / len(util) if util else None,
         "node.gpu_mem_used_pct": 100.0 * sum(used) / sum(total)
         if used and total and len(used) == len(total) and sum(total) > 0
@@ -174,12 +180,16 @@ def host_samples(node: str, reading: host_parse.HostReading, ts: datetime) -> li
     return [Sample(node, f"host.{k}", ts, v) for k, v in reading.values().items()]
 
 
-def serving_samples(node: str, worker: str, s: ServingSample, ts: datetime) -> list[Sample]:
+def serving_samples(
+    node: str, worker: str, s: ServingSample, ts: datetime, time_scale: float | None = None
+) -> list[Sample]:
     values: dict[str, float | None] = {
         "kv_hit_rate": s.kv_hit_rate,
         "running": s.requests_running,
         "waiting": s.requests_waiting,
         "kv_usage": s.kv_cache_usage,
+        "requests": s.ttft.count if s.ttft is not None else (0.0 if s.interval_s else None),
+        "time_scale": time_scale,
     }
     if s.ttft is not None:
         values.update(ttft_p50_s=s.ttft.p50, ttft_p90_s=s.ttft.p90, ttft_p99_s=s.ttft.p99)
@@ -538,4 +548,21 @@ class Collector:
             served = sample.ttft.count if sample.ttft is not None else 0.0
             if served > 0 or (sample.requests_running or 0) > 0:
                 out.serving_busy = True
-            out.samples += serving_samples(host.name, f"{host.name}-w{i}", sample, ts)
+            scale = self._time_scale(open_tcp, address, base + i, endpoint)
+            out.samples += serving_samples(host.name, f"{host.name}-w{i}", sample, ts, scale)
+
+    def _time_scale(
+        self, open_tcp: Callable[..., Any], address: str, port: int, endpoint: str
+    ) -> float | None:
+        """A simulated engine's `time_scale` from its `/health` JSON (None for an engine that
+        reports none, such as vLLM, whose times are real)."""
+        try:
+            stream = open_tcp(address, port, self.timeout)
+            status, body = http_get_over(stream, endpoint, "/health", self.timeout)
+            doc = json.loads(body.decode("utf-8", "replace")) if status == 200 else None
+        except (AgentctlError, FetchError, OSError, ValueError):
+            return None
+        scale = doc.get("time_scale") if isinstance(doc, dict) else None
+        if isinstance(scale, bool) or not isinstance(scale, int | float):
+            return None
+        return float(scale) if 0 < scale <= 1e6 else None
