@@ -42,7 +42,8 @@ HEALTH_RANK = {"fail": 0, "warn": 1, "unknown": 2, "skip": 3, "pass": 4}
 SORTS: dict[str, Callable[[NodeRow], Any]] = {
     "name": lambda r: r.name,
     "health": lambda r: HEALTH_RANK.get(r.health or "unknown", 2),
-    "gpus": lambda r: r.gpu_count,
+    "gpus": lambda r: (r.gpu_count or 0) + r.replayed_gpus if r.gpu_count is not None else None,
+    "cpu": lambda r: r.cpu_pct,
     "util": lambda r: r.util_pct,
     "mem": lambda r: r.mem_used_pct,
     "temp": lambda r: r.temp_c,
@@ -151,7 +152,7 @@ def fleet(request: Request, who: Viewer, sort: str = "name", dir: str = "",
 
 
 @router.get("/nodes/{name}")
-def node(request: Request, name: str, who: Viewer, range: str = "24h") -> Response:
+def node(request: Request, name: str, who: Viewer, range: str = "") -> Response:
     state = web_state(request)
     detail = state.model.node(name, range)
     if detail is None:
@@ -176,9 +177,13 @@ def node_action(request: Request, name: str, action: str, who: Operator,
 
 
 @router.get("/serving")
-def serving(request: Request, who: Viewer) -> Response:
-    view = web_state(request).model.serving()
-    return render(request, "serving.html.j2", _ctx(request, who, "serving", view=view))
+def serving(request: Request, who: Viewer, range: str = "") -> Response:
+    view = web_state(request).model.serving(range)
+    now = web_state(request).model.now()
+    start = now - RANGES[view.range_name]
+    return render(request, "serving.html.j2", _ctx(
+        request, who, "serving", view=view, ranges=list(RANGES), start=start, end=now,
+    ))  # fmt: skip
 
 
 @router.get("/events")
