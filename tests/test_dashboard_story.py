@@ -230,7 +230,9 @@ def test_pages_label_replayed_gpus_and_show_host_metrics(story: Story) -> None:
         assert '<a href="?range=15m" class="active"' in node
         assert 'data-replayed="h100-xid48"' in node and "utkuozdemir/nvidia_gpu_exporter" in node
         assert "not measurements of this machine" in node
-        assert node.count('class="badge replayed"') >= 5  # count, 4 GPU charts, the GPU row
+        xid_row = node.split('data-event="xid:48"')[1].split("</tr>")[0]
+        assert 'class="badge replayed"' in xid_row
+        assert node.count('class="badge replayed"') >= 6  # count, 4 charts, GPU row, the Xid
         router = c.get("/nodes/node01", params={"range": "1h"}).text
         assert 'data-series="host.cpu_util_pct"' in router
         assert 'data-series="node.gpu_util_avg"' not in router  # no GPU charts on a router

@@ -204,7 +204,7 @@ def _event_cells(e: EventView, now: datetime) -> list[Text]:
     return [
         Text(cells.age(e.last_at, now), style="dim"),
         cells.severity(e.severity),
-        Text(e.kind),
+        cells.mark_replayed(Text(e.kind), bool(e.data.get("replayed"))),
         Text("" if e.code is None else str(e.code)),
         Text(message),
     ]
