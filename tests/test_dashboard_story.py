@@ -225,7 +225,7 @@ def test_pages_label_replayed_gpus_and_show_host_metrics(story: Story) -> None:
         assert "2 replayed GPUs" in fleet and "+1 replayed" in fleet
         assert 'class="banner"' not in fleet  # nobody is stale
         router_row = fleet.split('data-node="node01"')[1].split("</tr>")[0]
-        assert "stale" not in router_row and "25 %" in router_row and "load 1.25" in router_row
+        assert "stale" not in router_row and "25 %" in router_row and "load 1.25 on 2" in router_row
         node = c.get("/nodes/node03").text
         assert '<a href="?range=15m" class="active"' in node
         assert 'data-replayed="h100-xid48"' in node and "utkuozdemir/nvidia_gpu_exporter" in node

@@ -156,6 +156,8 @@ class _Frame:
 
 
 def _time_label(ts: datetime, span_s: float) -> str:
+    if span_s <= 1800:  # minutes of data: the labels would all read the same minute
+        return ts.strftime("%H:%M:%S")
     return ts.strftime("%H:%M" if span_s <= 86_400 else "%m-%d %H:%M")
 
 

@@ -87,7 +87,8 @@ def test_benchmark_results_newest_first_and_bounded(tmp_path: Path) -> None:
     with Store.open(f"sqlite:///{tmp_path / 'b.db'}") as store:
         assert store.latest_bench("serving_replay") is None
         for i in range(3):
-            store.save_bench("serving_replay", title=f"run {i}", created_at=T0 + timedelta(minutes=i),
+            store.save_bench("serving_replay", title=f"run {i}",
+                             created_at=T0 + timedelta(minutes=i),
                              data={"policies": {"kv": {"hit_rate": 0.5 + i / 10}}})  # fmt: skip
         store.save_bench("other", title="x" * 10_000, data={"nul": "a\x00b"})
         latest = store.latest_bench("serving_replay")
