@@ -1292,7 +1292,7 @@ def evaluate(
         if ctx.gpu_replay is not None:
             from agentctl.ctl.diag.l1.replay import label
 
-            reason, evidence = label(check.name, reason, evidence, list(probes),
+            reason, evidence = label(check.name, reason, evidence, probes,
                                      ctx.gpu_replay.set_name)  # fmt: skip
         out.append(CheckResult(check.name, check.category, verdict, reason, evidence, probes))
     return out

@@ -14,7 +14,7 @@ the kernel log is the set's recorded log, verbatim.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agentctl.collectors.gpu import recorded
@@ -25,6 +25,8 @@ REPLAYED_PROBES = frozenset(
     {"nvidia_version", "modules", "pci_nvidia", "nvidia_smi", "nvidia_smi_q", "xid_log",
      "fabricmanager"}
 )  # fmt: skip
+#: the ones the node's venv prints from the recordings (the others are never in one)
+PRINTED_PROBES = frozenset({"nvidia_smi", "nvidia_smi_q", "xid_log"})
 NOT_IN_RECORDING = 4  # replay_cli's exit code
 #: python start-up and the package import, on a loaded node; these never hang like nvidia-smi
 REPLAY_TIMEOUT = 20.0
@@ -48,11 +50,14 @@ def replay_probes(
     rset = recorded.replay_set(set_name)
     base = (python, "-m", "agentctl.collectors.gpu", "replay")
     py, name = shlex.quote(python), shlex.quote(rset.name)
+    # no venv on the node must never read as a clean kernel log: exit 127 (missing_tool)
     xid = (
+        f"P={py}\n"
+        '[ -x "$P" ] || { echo "replay: $P not found (agentctl not installed?)" >&2; exit 127; }\n'
+        f'out=$("$P" -m agentctl.collectors.gpu replay kernel-log {name}) || exit $?\n'
         "echo '@@source journal'\n"
         f"echo '@@replayed {rset.name}'\n"
-        f"{py} -m agentctl.collectors.gpu replay kernel-log {name} | {xid_grep} "
-        f"| tail -n {max_lines - 10}\n"
+        f"printf '%s\\n' \"$out\" | {xid_grep} | tail -n {max_lines - 10}\n"
         "exit 0\n"
     )
     del q_sections  # the whole recorded -q: its other sections are not read
@@ -81,16 +86,29 @@ def replay_probes(
     ]
 
 
-def label(name: str, reason: str, evidence: dict[str, Any], probes: Sequence[str],
-          set_name: str) -> tuple[str, dict[str, Any]]:  # fmt: skip
+def label(
+    name: str,
+    reason: str,
+    evidence: dict[str, Any],
+    probes: Mapping[str, str],
+    set_name: str,
+) -> tuple[str, dict[str, Any]]:
     """A check judged from replayed probes: its reason starts with `Replayed GPU (<set>)`
-    and its evidence names the set, so no report reads as a real GPU's."""
-    if not REPLAYED_PROBES & set(probes):
+    and its evidence names the set, so no report reads as a real GPU's. When none of its
+    replayed probes answered (no agentctl venv on the node yet), the reason says so instead
+    of passing the skip off as "no GPU here"."""
+    mine = {p: st for p, st in probes.items() if p in REPLAYED_PROBES}
+    if not mine:
         return reason, evidence
+    ev = {**evidence, "replayed": set_name}
+    read = {p: st for p, st in mine.items() if p in PRINTED_PROBES}
+    if read and not any(st == "ok" for st in read.values()):
+        states = ", ".join(f"{p}: {st}" for p, st in sorted(mine.items()))
+        return (f"Replayed GPU ({set_name}) unreadable ({states}; is agentctl installed on the "
+                f"node?): {reason}", ev)  # fmt: skip
     rset = recorded.REPLAY_SETS.get(set_name)
     note = f" [{rset.kernel_log_note}]" if rset and name == "gpu_xid" and rset.kernel_log else ""
-    return (f"Replayed GPU ({set_name}): {reason}{note}",
-            {**evidence, "replayed": set_name})  # fmt: skip
+    return f"Replayed GPU ({set_name}): {reason}{note}", ev
 
 
 __all__ = ["REPLAYED_PROBES", "label", "replay_probes"]
