@@ -44,7 +44,9 @@ setup(
             "py.typed",
             "templates/**/*.j2",
             "static/*",
-        ]
+        ],
+        # recorded GPU outputs, byte-identical with their provenance (SOURCES.tsv)
+        "agentctl.collectors.gpu.recordings": ["*"],
     },
     include_package_data=True,
 )

@@ -30,6 +30,11 @@ Exported names (`GPU_METRICS`, `SERVING_METRICS`):
   ``agentctl_inter_token_latency_seconds{quantile=...}``, because vLLM's histograms cannot be
   rebuilt from stored quantiles (scrape the workers themselves for those).
 
+A replayed GPU (a recording standing in for one, `agentctl_gpu_replay`; its series carry the
+source label `replay:<set>`) keeps these names so the same dashboards show it, with one more
+label, ``agentctl_source="replay:<set>"``, that no measured GPU has: a query can always tell
+the two apart (``{agentctl_source=""}`` selects the measured ones).
+
 Not exported: values older than `max_age` before `now` (stale), samples whose status is not
 "ok" (not supported, error: no number is made up for them), and series this table does not
 know.
@@ -199,14 +204,24 @@ class _Families:
     def __init__(self) -> None:
         self._by_name: dict[str, GaugeMetricFamily] = {}
 
-    def add(self, spec: MetricSpec, labels: dict[str, str], value: float) -> None:
+    def add(
+        self, spec: MetricSpec, labels: dict[str, str], value: float,
+        extra: Mapping[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        """One sample; `extra` labels are added to this sample only (the text format allows
+        a family's samples different label sets)."""
         family = self._by_name.get(spec.name)
         if family is None:
             names = [*labels] + (["quantile"] if spec.quantile is not None else [])
             family = GaugeMetricFamily(spec.name, spec.help, labels=names)
             self._by_name[spec.name] = family
         values = [*labels.values()] + ([spec.quantile] if spec.quantile is not None else [])
-        family.add_metric(values, value * spec.scale)
+        if extra:
+            names = [*labels] + (["quantile"] if spec.quantile is not None else [])
+            family.add_sample(spec.name, {**dict(zip(names, values, strict=True)), **extra},
+                              value * spec.scale)  # fmt: skip
+        else:
+            family.add_metric(values, value * spec.scale)
 
     def __iter__(self) -> Iterator[GaugeMetricFamily]:
         return iter(self._by_name.values())
@@ -220,6 +235,7 @@ def _families(
 ) -> _Families:
     cutoff = None if max_age is None else now - max_age
     gpu: dict[tuple[str, int], dict[str, float]] = {}
+    sources: dict[tuple[str, int], str] = {}
     serving: dict[tuple[str, str], dict[str, float]] = {}
     for lv in latest:
         if lv.status != "ok" or lv.value is None or (cutoff is not None and lv.ts < cutoff):
@@ -230,6 +246,8 @@ def _families(
         kind, who, field = parts
         if kind == "gpu":
             gpu.setdefault((lv.node, int(who)), {})[field] = float(lv.value)
+            if lv.source:
+                sources[(lv.node, int(who))] = lv.source
         else:
             serving.setdefault((lv.node, who), {})[field] = float(lv.value)
 
@@ -239,13 +257,15 @@ def _families(
         for node, index in gpu_keys:
             value = gpu[(node, index)].get(field)
             if value is not None:
-                out.add(spec, _gpu_labels(node, index, gpu_info), value)
+                out.add(spec, _gpu_labels(node, index, gpu_info), value,
+                        _source_label(sources, node, index))  # fmt: skip
         if field == "memory_used_bytes":  # FB_FREE right after FB_USED
             for node, index in gpu_keys:
                 fields = gpu[(node, index)]
                 used, total = fields.get("memory_used_bytes"), fields.get("memory_total_bytes")
                 if used is not None and total is not None:
-                    out.add(FB_FREE, _gpu_labels(node, index, gpu_info), max(total - used, 0.0))
+                    out.add(FB_FREE, _gpu_labels(node, index, gpu_info), max(total - used, 0.0),
+                            _source_label(sources, node, index))  # fmt: skip
     serving_keys = sorted(serving)
     for field, spec in SERVING_METRICS.items():
         for node, worker in serving_keys:
@@ -253,6 +273,13 @@ def _families(
             if value is not None:
                 out.add(spec, {"worker": worker, "node": node}, value)
     return out
+
+
+def _source_label(
+    sources: Mapping[tuple[str, int], str], node: str, index: int
+) -> dict[str, str] | None:
+    src = sources.get((node, index))
+    return {"agentctl_source": src} if src else None
 
 
 def _gpu_labels(

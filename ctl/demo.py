@@ -160,12 +160,22 @@ DEMO_SERVING_VARS = {
 
 
 def _add_serving_vars(doc: dict[str, object], root: Path) -> None:
-    """Each node installs under the demo directory (the nodes share this machine)."""
+    """Each node installs under the demo directory (the nodes share this machine); worker
+    nodes get replayed GPUs (`agentctl_gpu_replay`: recordings shipped in the package, labelled
+    replayed everywhere), the last one with a recorded Xid (ctl/demo_story.py)."""
+    from agentctl.ctl.demo_story import replay_sets
+
     all_group = doc["all"]
     assert isinstance(all_group, dict)
     all_group.setdefault("vars", {}).update(DEMO_SERVING_VARS)
     for name, hv in all_group["hosts"].items():
         hv["agentctl_install_root"] = str(root / "nodes" / name)
+    children = all_group.get("children") or {}
+    workers = list((children.get("workers") or {}).get("hosts") or {}) or [
+        name for name, hv in all_group["hosts"].items() if "worker" in hv.get("agentctl_roles", [])
+    ]
+    for name, rset in replay_sets(workers).items():
+        all_group["hosts"][name]["agentctl_gpu_replay"] = rset
 
 
 def stop_services(root: Path) -> list[str]:

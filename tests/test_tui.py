@@ -115,6 +115,15 @@ def build_fleet(store: Store) -> None:
                     "ok" if ecc_ok else "not_supported",
                 )
             )
+    # host metrics from every node, the router too (it has no GPU): it is fresh, not stale
+    for node, cpu, silent_min in (("edge-r1", 12.0, 0), ("gpu-a01", 35.0, 0),
+                                  ("gpu-a02", 88.0, 0), ("gpu-b01", 51.0, 0),
+                                  ("gpu-c01", 20.0, 40)):  # fmt: skip
+        at = FIXED_NOW - timedelta(seconds=30, minutes=silent_min)
+        for series, value in (("host.cpu_util_pct", cpu), ("host.mem_used_pct", 41.0),
+                              ("host.load1", 1.5), ("host.disk_used_pct", 62.0),
+                              ("collect.interval_s", 60.0)):  # fmt: skip
+            samples.append(Sample(node, series, at, value))
     workers = {"gpu-a01": ["w0"], "gpu-a02": ["w0", "w1"], "gpu-b01": ["w0"]}
     for node, names in workers.items():
         for j, worker in enumerate(names):
@@ -270,7 +279,9 @@ def test_fleet_rows_show_thresholds_sparklines_and_staleness(source: LocalSource
         assert len(spark) == 12 and set(spark) <= set(cells.BLOCKS) and len(set(spark)) > 1
         assert cell(table, "gpu-c01", "seen").plain == "! 40m"
         assert cell(table, "gpu-a01", "seen").plain == "30s"
-        assert cell(table, "edge-r1", "seen").plain == "! never"
+        assert cell(table, "edge-r1", "seen").plain == "30s"  # a router: host samples, no GPU
+        assert cell(table, "edge-r1", "cpu").plain == "12%"
+        assert cell(table, "gpu-a02", "cpu").style == cells.BAD
         assert cell(table, "gpu-a02", "ttft99").plain == "2.80s"
         assert cell(table, "gpu-a01", "kv").plain == "84%"
         assert "5 nodes" in status_text(pilot.app) and "19 GPUs" in status_text(pilot.app)

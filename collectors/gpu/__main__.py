@@ -1,8 +1,9 @@
 """Node-side GPU sampling: `python -m agentctl.collectors.gpu sample` prints one NVML sample as
 JSON for the collector to read over SSH; `record FILE` writes a replay fixture of the calls.
 
-`sample --replay FILE` samples a recorded replay fixture instead of the GPU (demos, tests on
-machines without one).
+`sample --replay FILE` samples a recorded replay fixture instead of the GPU (tests on machines
+without one); `replay ...` presents a shipped recording instead (`replay_cli.py`: demos, labelled
+`replay:<set>` wherever it is shown).
 
 This is the NVML path of `agentctl collect` (inventory `agentctl_gpu_query: nvml`) on nodes
 where the serving venv is installed; elsewhere the collector parses `nvidia-smi` instead.
@@ -19,8 +20,13 @@ from agentctl.collectors.gpu.nvml import NvmlSource, NvmlSourceError
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "replay":
+        from agentctl.collectors.gpu.replay_cli import main as replay_main
+
+        return replay_main(argv[1:])
     if not argv or argv[0] not in ("sample", "record"):
-        print("usage: python -m agentctl.collectors.gpu sample | record FILE", file=sys.stderr)
+        print("usage: python -m agentctl.collectors.gpu sample | record FILE | replay ...",
+              file=sys.stderr)  # fmt: skip
         return 2
     try:
         if argv[0] == "sample":

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 #: The newest migration shipped (tests check it against Alembic's own head). Opening a store
 #: that is already there skips importing Alembic, which is a quarter of CLI start-up time.
-HEAD_REVISION: Final = "0004"
+HEAD_REVISION: Final = "0005"
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 DEFAULT_DB_NAME: Final = "agentctl.db"

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from .models import NAME_LEN, Cursor, DiagReport, Event
-from .records import DiagRecord, EventRecord, EventView
+from .models import NAME_LEN, BenchResult, Cursor, DiagReport, Event
+from .records import BenchRecord, DiagRecord, EventRecord, EventView
 
 #: message and JSON-string bound per event row (an Xid line is ~300 bytes)
 MESSAGE_CAP = 2048
@@ -152,11 +152,26 @@ def latest_diag(session: Session, kind: str) -> dict[str, DiagRecord]:
     return {r.node: diag_record(r) for r in rows}
 
 
+def bench_record(row: BenchResult) -> BenchRecord:
+    return BenchRecord(row.id, row.kind, row.created_at, row.title, dict(row.data or {}))
+
+
+def list_bench(session: Session, kind: str, limit: int) -> list[BenchRecord]:
+    q = select(BenchResult).where(BenchResult.kind == kind)
+    q = q.order_by(BenchResult.created_at.desc(), BenchResult.id.desc()).limit(limit)
+    return [bench_record(r) for r in session.scalars(q)]
+
+
 def delete_older(session: Session, table: str, cutoff: datetime, batch: int) -> int:
-    """At most `batch` rows of `table` ("events" by last occurrence, "diag_reports" by
-    creation) older than `cutoff`; returns how many went."""
-    model: type[Event] | type[DiagReport] = Event if table == "events" else DiagReport
-    column = Event.last_at if table == "events" else DiagReport.created_at
+    """At most `batch` rows of `table` ("events" by last occurrence, "diag_reports" and
+    "bench_results" by creation) older than `cutoff`; returns how many went."""
+    model: type[Event] | type[DiagReport] | type[BenchResult]
+    if table == "events":
+        model, column = Event, Event.last_at
+    elif table == "bench_results":
+        model, column = BenchResult, BenchResult.created_at
+    else:
+        model, column = DiagReport, DiagReport.created_at
     ids = list(session.scalars(select(model.id).where(column < cutoff).limit(batch)))
     if ids:
         session.execute(delete(model).where(model.id.in_(ids)))

@@ -196,6 +196,8 @@ class MetricSeries(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     node: Mapped[str]
     key: Mapped[str]
+    #: where its samples come from: NULL measured, `replay:<set>` a replayed GPU (revision 0005)
+    source: Mapped[str | None] = mapped_column(String(SHORT_LEN))
 
 
 class MetricSample(Base):
@@ -300,6 +302,23 @@ class DiagReport(Base):
     verdict: Mapped[str] = mapped_column(String(SHORT_LEN))
     summary: Mapped[str] = mapped_column(Text)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    data: Mapped[dict[str, Any]]
+
+
+# -- benchmark results (revision 0005) ---------------------------------------------------------
+
+
+class BenchResult(Base):
+    """One stored benchmark: `kind` "serving_replay" is the demo's live replay of real Claude
+    Code traces, one entry per policy in `data` (bounded by the caller)."""
+
+    __tablename__ = "bench_results"
+    __table_args__ = (Index(None, "kind", "created_at"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(SHORT_LEN))
+    created_at: Mapped[datetime]
+    title: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]]
 
 

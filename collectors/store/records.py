@@ -143,6 +143,17 @@ class DiagRecord:
     data: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class BenchRecord:
+    """A stored benchmark result (`kind` "serving_replay": the demo's trace replay)."""
+
+    id: int
+    kind: str
+    created_at: datetime
+    title: str
+    data: dict[str, Any]
+
+
 #: dashboard roles, weakest first: viewers see, operators act (L1, drain), admins manage users
 ROLES: Final = ("viewer", "operator", "admin")
 

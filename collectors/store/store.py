@@ -42,6 +42,7 @@ from .models import (
     NAME_LEN,
     SHORT_LEN,
     ApiToken,
+    BenchResult,
     DiagReport,
     FactSnapshotRow,
     Gpu,
@@ -53,6 +54,7 @@ from .models import (
 from .records import (
     RESULT_STATUSES,
     RUN_STATUSES,
+    BenchRecord,
     DiagRecord,
     EventRecord,
     EventView,
@@ -79,6 +81,7 @@ from .timeseries import delete_old as _delete_old
 from .timeseries import encode_samples as _encode_samples
 from .timeseries import fleet_now as _fleet_now
 from .timeseries import insert_batch as _insert_batch
+from .timeseries import label_series as _label_series
 from .timeseries import rollup_step as _rollup_step
 from .timeseries import series_range as _series_range
 from .timeseries import to_ms as _to_ms
@@ -295,6 +298,8 @@ class Store:
         self._closed = False
         #: (node, series key) -> metric_series.id, filled only after a commit
         self._series_ids: dict[tuple[str, str], int] = {}
+        #: metric_series.id -> its source label as last committed
+        self._series_sources: dict[int, str | None] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -662,9 +667,14 @@ class Store:
 
     def _insert_batch(self, batch: Sequence[Sample]) -> int:
         rows = _encode_samples(batch)
+        sources = {(s.node, s.series): s.source for s in batch}
         with self._session("inserting samples", write=True) as session:
-            ids = _insert_batch(session.connection(), rows, self._series_ids)
+            conn = session.connection()
+            ids = _insert_batch(conn, rows, self._series_ids)
+            wanted = {ids[pair]: src for pair, src in sources.items()}
+            labels = _label_series(conn, wanted, self._series_sources)
         self._series_ids.update(ids)
+        self._series_sources.update(labels)
         return len(rows)
 
     def rollup(self, now: datetime, *, retention: Retention = DEFAULT_RETENTION) -> int:
@@ -804,10 +814,10 @@ class Store:
     def purge_events(
         self, now: datetime, *, keep: timedelta = DEFAULT_EVENT_RETENTION, batch: int = 1000
     ) -> dict[str, int]:
-        """Delete events and diagnostic reports older than `keep`, `batch` rows per
-        transaction; returns the rows deleted per table."""
+        """Delete events, diagnostic reports and benchmark results older than `keep`, `batch`
+        rows per transaction; returns the rows deleted per table."""
         cutoff = _require_aware(now, "now") - keep
-        counts = {"events": 0, "diag_reports": 0}
+        counts = {"events": 0, "diag_reports": 0, "bench_results": 0}
         for table in counts:
             while True:
                 with self._session(f"purging old {table}", write=True) as session:
@@ -874,6 +884,34 @@ class Store:
         """The newest report of `kind` for each node."""
         with self._session("reading diagnostic reports") as session:
             return _events.latest_diag(session, kind)
+
+    # -- benchmark results ----------------------------------------------------------------
+
+    def save_bench(
+        self,
+        kind: str,
+        *,
+        title: str,
+        data: Mapping[str, Any],
+        created_at: datetime | None = None,
+    ) -> int:
+        """Store one benchmark result (`data` is the caller's bounded document)."""
+        at = _require_aware(created_at, "result time") if created_at else utcnow()
+        with self._session("saving a benchmark result", write=True) as session:
+            row = BenchResult(kind=kind[:SHORT_LEN], created_at=at, title=bound_text(title, 4096),
+                              data=storable(dict(data)))  # fmt: skip
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def list_bench(self, kind: str, limit: int = 20) -> list[BenchRecord]:
+        """Newest first."""
+        with self._session("reading benchmark results") as session:
+            return _events.list_bench(session, kind, limit)
+
+    def latest_bench(self, kind: str) -> BenchRecord | None:
+        found = self.list_bench(kind, 1)
+        return found[0] if found else None
 
     # -- dashboard users and API tokens (see users.py) -------------------------------------
 

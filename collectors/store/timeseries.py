@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import Connection, bindparam, insert, or_, select, text
+from sqlalchemy import Connection, bindparam, insert, or_, select, text, update
 
 from .models import NAME_LEN, MetricRollupState, MetricSeries
 
@@ -47,13 +47,17 @@ ROLLUP_CHUNK_MS: Final = HOUR * 1000
 
 @dataclass(frozen=True)
 class Sample:
-    """One measurement. `value` must be None exactly when `status` is not "ok"."""
+    """One measurement. `value` must be None exactly when `status` is not "ok".
+
+    `source` labels the series it lands in: None for a measurement, `replay:<set>` for a
+    replayed GPU (the dashboards and exports show it; see collectors/gpu/recorded.py)."""
 
     node: str
     series: str
     ts: datetime
     value: float | None
     status: str = "ok"
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,13 +74,14 @@ DEFAULT_RETENTION: Final = Retention()
 
 @dataclass(frozen=True)
 class LatestValue:
-    """The newest raw sample of one node's series."""
+    """The newest raw sample of one node's series (`source` as in `Sample`)."""
 
     node: str
     series: str
     ts: datetime
     value: float | None
     status: str
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,35 @@ def series_ids(
             if (node, key) in missing:
                 found[(node, key)] = sid
     return found
+
+
+def label_series(
+    conn: Connection, wanted: Mapping[int, str | None], known: Mapping[int, str | None]
+) -> dict[int, str | None]:
+    """Set `metric_series.source` where it differs from `wanted` (series id -> label); `known`
+    is what the caller last saw committed. Returns the labels now stored, for its cache."""
+    todo = {sid: src for sid, src in wanted.items() if sid not in known or known[sid] != src}
+    if not todo:
+        return {}
+    unknown = [sid for sid in todo if sid not in known]
+    current: dict[int, str | None] = {}
+    for i in range(0, len(unknown), 500):
+        stmt = select(MetricSeries.id, MetricSeries.source).where(
+            MetricSeries.id.in_(unknown[i : i + 500])
+        )
+        current.update({int(sid): src for sid, src in conn.execute(stmt)})
+    changed = {sid: src for sid, src in todo.items() if current.get(sid, known.get(sid)) != src}
+    by_label: dict[str | None, list[int]] = {}
+    for sid, src in changed.items():
+        by_label.setdefault(src, []).append(sid)
+    for src, sids in by_label.items():
+        for i in range(0, len(sids), 500):
+            conn.execute(
+                update(MetricSeries)
+                .where(MetricSeries.id.in_(sids[i : i + 500]))
+                .values(source=src)
+            )
+    return dict(todo)
 
 
 # -- insert --------------------------------------------------------------------------------------
@@ -358,12 +392,16 @@ def _prefix_filter(prefixes: Sequence[str]) -> Any:
 def fleet_now(
     conn: Connection, prefixes: Sequence[str], nodes: Sequence[str] | None, since_ms: int | None
 ) -> list[LatestValue]:
-    ser = select(MetricSeries.id, MetricSeries.node, MetricSeries.key)
+    ser = select(MetricSeries.id, MetricSeries.node, MetricSeries.key, MetricSeries.source)
     if prefixes:
         ser = ser.where(_prefix_filter(prefixes))
     if nodes is not None:
         ser = ser.where(MetricSeries.node.in_(list(nodes)))
-    series = {int(sid): (node, key) for sid, node, key in conn.execute(ser)}
+    series: dict[int, tuple[str, str]] = {}
+    labels: dict[int, str | None] = {}
+    for sid, node, key, source in conn.execute(ser):
+        series[int(sid)] = (node, key)
+        labels[int(sid)] = source
     if not series:
         return []
     # newest sample per series in one statement: a primary-key seek each (the max over the
@@ -386,7 +424,9 @@ def fleet_now(
         if since_ms is not None and ts < since_ms:
             continue
         node, key = series[sid]
-        out.append(LatestValue(node, key, from_ms(ts), value, STATUS_NAMES[status]))
+        out.append(
+            LatestValue(node, key, from_ms(ts), value, STATUS_NAMES[status], labels.get(sid))
+        )
     return out
 
 

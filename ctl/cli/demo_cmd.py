@@ -213,7 +213,10 @@ DEMO_TRACE = Path(__file__).resolve().parent.parent / "data" / "weka_cc_sample6.
 
 def demo_replay(st: State, seconds: float = 12.0) -> dict[str, Any]:
     """Two real Claude Code conversations replayed live through the router, KV-aware against
-    round-robin (fresh router and workers per policy, `agentctl bench replay --mode live`)."""
+    round-robin (fresh router and workers per policy, `agentctl bench replay --mode live`);
+    the comparison is stored for the serving page."""
+    from agentctl.ctl.demo_story import store_replay
+
     argv = [
         sys.executable, "-m", "agentctl.serving", "bench", "replay", str(DEMO_TRACE),
         "--mode", "live", "--policy", "round-robin", "--policy", "kv", "--workers", "2",
@@ -223,7 +226,8 @@ def demo_replay(st: State, seconds: float = 12.0) -> dict[str, Any]:
     st.output.info(f"replaying Claude Code traces live: round-robin, then kv ({seconds:.0f}s each)")
     res = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     try:
-        policies = json.loads(res.stdout)["data"]["policies"]
+        bench = json.loads(res.stdout)["data"]
+        policies = bench["policies"]
     except (ValueError, KeyError, TypeError):
         st.output.warn(f"trace replay failed: {res.stderr.strip()[-300:]}")
         return {"ok": False}
@@ -247,6 +251,13 @@ def demo_replay(st: State, seconds: float = 12.0) -> dict[str, Any]:
         out["ttft_p50_ratio_rr_over_kv"] = rr["ttft_p50_ms"] / kv["ttft_p50_ms"]
         st.output.info(f"kv vs round-robin: hit rate {kv['hit_rate']:.1%} vs {rr['hit_rate']:.1%}, "
                        f"TTFT p50 {out['ttft_p50_ratio_rr_over_kv']:.2f}x lower")  # fmt: skip
+    first = next(iter(st.inventory().hosts.values()), None)
+    scale = first.vars.get("agentctl_time_scale") if first is not None else None
+    out["stored"] = store_replay(st.store(), bench, trace=str(DEMO_TRACE),
+                                 fleet_time_scale=float(scale) if scale else None)  # fmt: skip
+    st.output.info("TTFT above is the client's (router receive to first token) in trace time "
+                   "(wall / 0.25); the fleet's own TTFT is the engines', at their time_scale "
+                   f"{scale}: see the serving page")  # fmt: skip
     return out
 
 
@@ -328,26 +339,51 @@ def demo_export(st: State, root: Path) -> dict[str, Any]:
 
 
 def demo_collect(st: State, hosts: list[Host]) -> dict[str, Any]:
-    """Two collection passes (the second gives interval deltas: hit rate, TTFT quantiles)."""
+    """Four collection passes 1.5 s apart, as a schedule would run them: host metrics of every
+    node, the workers' replayed GPUs (under load in the first pass, which covers the agent
+    traffic, idle after), the recorded Xid, serving interval deltas (hit rate, TTFT)."""
+    from agentctl.ctl.demo_story import CONCENTRATION_NOTE, concentration
+
     store = st.store()
     conns = Connections(st.settings(), st.inventory())
     got: dict[str, HostCollection] = {}
     task = store_task(Collector(store=store), store, got)
-    samples: dict[str, int] = {}
+    seen: dict[str, list[HostCollection]] = {}
     ok = True
-    for _ in range(2):
+    for i in range(4):
+        time.sleep(1.5 if i else 0)
         got.clear()
         recap = FanOut(conns.connect, task, name_of=lambda h: h.name).run(hosts)
         ok = ok and recap.ok
         for name, hc in got.items():
-            samples[name] = samples.get(name, 0) + len(hc.samples)
+            seen.setdefault(name, []).append(hc)
+    samples = {name: sum(len(hc.samples) for hc in hcs) for name, hcs in seen.items()}
     store.rollup(datetime.now(UTC))
-    hit = [v for v in store.fleet_now(["serving."]) if v.series.endswith(".kv_hit_rate")]
+    latest = store.fleet_now(["serving.", "host.", "node.gpu_count"])
+    hit = [v for v in latest if v.series.endswith(".kv_hit_rate")]
+    replayed = {v.node: v.source for v in latest if v.series == "node.gpu_count" and v.source}
+    host_nodes = sorted({v.node for v in latest if v.series.startswith("host.")})
+    requests: dict[str, float] = {}
+    for hcs in seen.values():
+        for hc in hcs:
+            for smp in hc.samples:
+                if smp.series.startswith("serving.") and smp.series.endswith(".requests"):
+                    w = smp.series.split(".")[1]
+                    requests[w] = requests.get(w, 0.0) + (smp.value or 0.0)
     st.output.info(
         f"collected {sum(samples.values())} samples; KV hit rate per worker: "
         + ", ".join(f"{esc(v.series.split('.')[1])} {v.value:.0%}" for v in hit if v.value)
     )
-    return {"ok": ok, "samples": samples, "kv_hit_rate": {v.series: v.value for v in hit}}
+    st.output.info(f"host metrics from {len(host_nodes)} node(s); replayed GPUs (recordings, not "
+                   "real GPUs): " + (", ".join(f"{esc(n)} {esc(s)}" for n, s in sorted(
+                       replayed.items())) or "none"))  # fmt: skip
+    busiest = concentration(requests)
+    if busiest is not None:
+        st.output.info(CONCENTRATION_NOTE.format(worker=busiest[0], top=busiest[1],
+                                                 total=busiest[2]))  # fmt: skip
+    return {"ok": ok, "samples": samples, "kv_hit_rate": {v.series: v.value for v in hit},
+            "host_metrics": host_nodes, "replayed_gpus": replayed,
+            "requests": requests}  # fmt: skip
 
 
 def _demo_bundle(st: State, path: Path) -> Path:

@@ -44,6 +44,8 @@ class L1Report:
     duration_s: float
     collected_at: datetime
     node: dict[str, Any] = field(default_factory=dict)
+    #: the replay set when the host's GPUs are replayed (`agentctl_gpu_replay`), else None
+    gpu_replay: str | None = None
 
     def counts(self) -> dict[str, int]:
         out = {"pass": 0, "warn": 0, "fail": 0, "skip": 0}
@@ -55,7 +57,8 @@ class L1Report:
         bad = [c for c in self.checks if c.verdict in ("fail", "warn")]
         bad.sort(key=lambda c: c.verdict != "fail")
         if not bad:
-            return f"{self.verdict}: all {len(self.checks)} checks pass or do not apply"
+            head = f"{self.verdict}: all {len(self.checks)} checks pass or do not apply"
+            return head + (f" (GPUs replayed: {self.gpu_replay})" if self.gpu_replay else "")
         return f"{self.verdict}: " + "; ".join(f"{c.name}: {c.reason}" for c in bad[:3])
 
     def to_json(self) -> dict[str, Any]:
@@ -68,7 +71,18 @@ class L1Report:
             "duration_s": round(self.duration_s, 3),
             "checks": [c.to_json() for c in self.checks],
             "probes": dict(self.probes),
+            **({"replayed": _replayed_json(self.gpu_replay)} if self.gpu_replay else {}),
         }
+
+
+def _replayed_json(set_name: str) -> dict[str, Any]:
+    """What the report says about a replayed GPU: the set and where its recordings come from."""
+    from agentctl.collectors.gpu import recorded
+
+    try:
+        return recorded.describe(set_name)
+    except recorded.ReplayError:
+        return {"set": set_name, "title": "unknown replay set"}
 
 
 def l1_context(host: Host, now: datetime | None = None) -> L1Context:
@@ -96,6 +110,7 @@ def judge_l1(
         duration_s=duration_s,
         collected_at=ctx.now,
         node=dict(node or {}),
+        gpu_replay=ctx.gpu_replay.set_name if ctx.gpu_replay else None,
     )
 
 

@@ -16,6 +16,9 @@ from rich.text import Text
 PCT_THRESHOLDS = (50.0, 80.0)
 TEMP_THRESHOLDS = (70.0, 85.0)
 GOOD, WARN, BAD, DIM = "green", "yellow", "bold red", "dim"
+#: replayed GPUs (a recording, not a real GPU) are marked in this style and with `REPLAY_MARK`
+REPLAYED = "magenta"
+REPLAY_MARK = "ʳ"
 NONE = "—"
 BLOCKS = "▁▂▃▄▅▆▇█"
 HEALTH_STYLES = {"pass": GOOD, "warn": WARN, "fail": BAD, "skip": DIM}
@@ -97,6 +100,24 @@ def gpus(found: int | None, expected: int | None) -> Text:
     return Text(f"{found}/{expected}", style=BAD if found < expected else "")
 
 
+def gpus_with_replayed(found: int | None, expected: int | None, replayed: int) -> Text:
+    """As `gpus`, plus the replayed ones as `+<n>ʳ` in the replayed style (never counted as
+    real: a node with only replayed GPUs shows `0+1ʳ`)."""
+    if not replayed:
+        return gpus(found, expected)
+    out = Text(str(found or 0))
+    out.append(f"+{replayed}{REPLAY_MARK}", style=REPLAYED)
+    return out
+
+
+def mark_replayed(text: Text, replayed: bool) -> Text:
+    """A GPU value of a replayed recording gets the mark, so it never reads as measured."""
+    if replayed and text.plain != NONE:
+        text = text.copy()
+        text.append(REPLAY_MARK, style=REPLAYED)
+    return text
+
+
 def memory(used: float | None, total: float | None) -> Text:
     """Used/total GiB from bytes, coloured by the used fraction."""
     if used is None or total is None or total <= 0:
@@ -119,10 +140,15 @@ def age(then: datetime | None, now: datetime) -> str:
     return f"{secs}s"
 
 
-def seen(then: datetime | None, now: datetime, stale: bool) -> Text:
-    """The last sample's age, red with a marker once the node is stale."""
+def seen(then: datetime | None, now: datetime, stale: bool, gpu_stale: bool = False) -> Text:
+    """The last sample's age, red with a marker once the node is stale (yellow when only its
+    GPU data is)."""
     text = age(then, now)
-    return Text(f"! {text}", style=BAD) if stale else Text(text, style=DIM)
+    if stale:
+        return Text(f"! {text}", style=BAD)
+    if gpu_stale:
+        return Text(f"g {text}", style=WARN)
+    return Text(text, style=DIM)
 
 
 def spark(values: Sequence[float | None], width: int, top: float = 100.0) -> Text:

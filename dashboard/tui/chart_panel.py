@@ -25,12 +25,18 @@ class ChartPanel(Vertical):
         lows = [low for _, low, _, _ in chart.points if low is not None]
         highs = [high for _, _, _, high in chart.points if high is not None]
         unit = chart.unit
+        mark = "ʳ" if chart.source else ""  # a replayed GPU's chart
+        digits = 2 if not unit and avgs and max(highs or avgs) < 10 else 0  # load averages
         if avgs:
             caption = (
-                f"{chart.label} {range_name}  min {min(lows or avgs):.0f}{unit}"
-                f" · avg {sum(avgs) / len(avgs):.0f}{unit} · max {max(highs or avgs):.0f}{unit}"
+                f"{chart.label}{mark} {range_name} {min(lows or avgs):.{digits}f}-"
+                f"{max(highs or avgs):.{digits}f}{unit} avg {sum(avgs) / len(avgs):.{digits}f}"
             )
         else:
-            caption = f"{chart.label} {range_name}  no data"
+            caption = f"{chart.label}{mark} {range_name}  no data"
         self.query_one(Label).update(caption)
         self.query_one(Sparkline).data = avgs
+
+    def set_absent(self, why: str) -> None:
+        self.query_one(Label).update(f"{self.label}: {why}")
+        self.query_one(Sparkline).data = []

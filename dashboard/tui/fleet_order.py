@@ -35,6 +35,7 @@ SORT_KEYS: tuple[SortKey, ...] = (
     SortKey("kv", "KV hit rate", lambda r: r.kv_hit_rate, False),
     SortKey("ttft99", "TTFT p99", lambda r: r.ttft_p99_s, True),
     SortKey("alerts", "alerts", lambda r: r.open_alerts, True),
+    SortKey("cpu", "host CPU", lambda r: r.cpu_pct, True),
 )
 
 

@@ -28,15 +28,16 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("node", "node", 12),
     ("health", "health", 7),
     ("gpus", "gpus", 5),
+    ("cpu", "cpu", 5),
     ("util", "util", 5),
     ("spark", "util 1h", 12),
     ("mem", "mem", 5),
     ("temp", "temp", 5),
     ("power", "power", 6),
-    ("kv", "kvhit", 6),
-    ("ttft50", "ttft50", 7),
-    ("ttft99", "ttft99", 7),
-    ("alerts", "alerts", 7),
+    ("kv", "kvhit", 5),
+    ("ttft50", "ttft50", 6),
+    ("ttft99", "ttft99", 6),
+    ("alerts", "alerts", 6),
     ("seen", "seen", 7),
 )
 SPARK_WIDTH = 12
@@ -91,20 +92,22 @@ class FleetScreen(PolledScreen[FleetView]):
         self.status.set_info(self._summary(data, len(shown)))
 
     def _cells(self, r: NodeRow, now: datetime) -> list[Text]:
+        rep = r.replayed_gpus > 0
         return [
             Text(r.name, style="bold"),
             cells.health(r.health),
-            cells.gpus(r.gpu_count, r.expected_gpus),
-            cells.pct(r.util_pct),
+            cells.gpus_with_replayed(r.gpu_count, r.expected_gpus, r.replayed_gpus),
+            cells.pct(r.cpu_pct),
+            cells.mark_replayed(cells.pct(r.util_pct), rep),
             cells.spark(r.sparks.get("util", []), SPARK_WIDTH),
-            cells.pct(r.mem_used_pct),
-            cells.temp(r.temp_c),
-            cells.watts(r.power_w),
+            cells.mark_replayed(cells.pct(r.mem_used_pct), rep),
+            cells.mark_replayed(cells.temp(r.temp_c), rep),
+            cells.mark_replayed(cells.watts(r.power_w), rep),
             cells.ratio(r.kv_hit_rate),
             cells.seconds(r.ttft_p50_s),
             cells.seconds(r.ttft_p99_s),
             cells.count(r.open_alerts),
-            cells.seen(r.last_sample, now, r.stale),
+            cells.seen(r.last_sample, now, r.stale, r.gpu_stale),
         ]
 
     def _summary(self, data: FleetView, shown: int) -> str:
@@ -113,6 +116,12 @@ class FleetScreen(PolledScreen[FleetView]):
         parts = [
             f"{totals['nodes']} nodes",
             f"{totals['gpus']} GPUs",
+            *(
+                [f"{totals['replayed_gpus']} replayed{cells.REPLAY_MARK} (recordings, not GPUs)"]
+                if totals["replayed_gpus"]
+                else []
+            ),
+            *([f"{totals['stale']} stale"] if totals["stale"] else []),
             f"{totals['open_alerts']} critical in 24h",
             f"data {data.generated_at:%H:%M:%S}Z",
             f"sort {key.label} {'↑' if key.descending == self.reverse else '↓'}",

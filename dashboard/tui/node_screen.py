@@ -67,7 +67,7 @@ class NodeScreen(PolledScreen[NodeDetail | None]):
         yield _table("gpus", GPU_COLUMNS, "GPUs")
         with Grid(id="charts"):
             for label, _, _ in NODE_CHARTS:
-                yield ChartPanel(label, id=f"chart-{label}")
+                yield ChartPanel(label, id=f"chart-{_panel_id(label)}")
         yield _table("events", EVENT_COLUMNS, "recent events")
         yield _table("diags", DIAG_COLUMNS, "last diagnostics")
         yield StatusLine(id="status")
@@ -96,8 +96,18 @@ class NodeScreen(PolledScreen[NodeDetail | None]):
         sync_rows(
             self.query_one("#gpus", DataTable), [(str(g.index), _gpu_cells(g)) for g in data.gpus]
         )
+        if data.replay is not None:
+            self.query_one(
+                "#gpus", DataTable
+            ).border_title = f"GPUs: replayed{cells.REPLAY_MARK} ({data.replay.set}), not real"
+        shown = set()
         for chart in data.charts:
-            self.query_one(f"#chart-{chart.label}", ChartPanel).set_chart(chart, data.range_name)
+            panel = self.query_one(f"#chart-{_panel_id(chart.label)}", ChartPanel)
+            panel.set_chart(chart, data.range_name)
+            shown.add(chart.label)
+        for label, _, _ in NODE_CHARTS:
+            if label not in shown:
+                self.query_one(f"#chart-{_panel_id(label)}", ChartPanel).set_absent("no GPU")
         sync_rows(
             self.query_one("#events", DataTable),
             [(str(e.id), _event_cells(e, now)) for e in data.events],
@@ -118,9 +128,21 @@ class NodeScreen(PolledScreen[NodeDetail | None]):
         line.append(r.name, style="bold")
         line.append(f"  {r.address}  roles {','.join(r.roles) or '-'}")
         line.append(f"  groups {','.join(r.groups) or '-'}  GPUs ")
-        line.append_text(cells.gpus(r.gpu_count, r.expected_gpus))
+        line.append_text(cells.gpus_with_replayed(r.gpu_count, r.expected_gpus, r.replayed_gpus))
         line.append("  seen ")
-        line.append_text(cells.seen(r.last_sample, now, r.stale))
+        line.append_text(cells.seen(r.last_sample, now, r.stale, r.gpu_stale))
+        line.append("\nhost ")
+        line.append_text(cells.pct(r.cpu_pct))
+        line.append(" cpu  mem ")
+        line.append_text(cells.pct(r.host_mem_pct))
+        load = "-" if r.load1 is None else f"{r.load1:.2f}"
+        line.append(f"  load {load}  disk ")
+        line.append_text(cells.pct(r.disk_pct))
+        if data.replay is not None:
+            line.append(f"  GPUs replayed{cells.REPLAY_MARK}: {data.replay.title}",
+                        style=cells.REPLAYED)  # fmt: skip
+        elif r.stale_reason:
+            line.append(f"  {r.stale_reason}", style=cells.WARN)
         line.append("\nhealth ")
         line.append_text(cells.health(r.health))
         line.append(f"  {r.health_summary}")
@@ -138,6 +160,10 @@ class NodeScreen(PolledScreen[NodeDetail | None]):
 
     def action_run_l1(self) -> None:
         self.post_message(L1Requested(self.node_name))
+
+
+def _panel_id(label: str) -> str:
+    return label.replace(" ", "-")
 
 
 def _gpu_cells(g: GpuRow) -> list[Text]:
@@ -159,7 +185,7 @@ def _gpu_cells(g: GpuRow) -> list[Text]:
     ecc = v.get("ecc_uncorrected_volatile")
     remap = v.get("remapped_rows.pending")
     return [
-        Text(str(g.index)),
+        cells.mark_replayed(Text(str(g.index)), g.source is not None),
         cells.pct(util) if util is not None else na("utilization_gpu_pct"),
         cells.memory(v.get("memory_used_bytes"), v.get("memory_total_bytes")),
         cells.temp(v.get("temperature_c")),
@@ -178,7 +204,7 @@ def _event_cells(e: EventView, now: datetime) -> list[Text]:
     return [
         Text(cells.age(e.last_at, now), style="dim"),
         cells.severity(e.severity),
-        Text(e.kind),
+        cells.mark_replayed(Text(e.kind), bool(e.data.get("replayed"))),
         Text("" if e.code is None else str(e.code)),
         Text(message),
     ]

@@ -26,7 +26,7 @@ from agentctl.dashboard.serialize import to_json
 from .auth import Principal, check_csrf, current_user
 from .state import API_PREFIX, WebError, do_action, web_state
 
-RangeName = Literal["1h", "6h", "24h", "7d", "30d"]
+RangeName = Literal["15m", "1h", "6h", "24h", "7d", "30d"]
 Viewer = Annotated[Principal, Depends(current_user("viewer"))]
 Operator = Annotated[Principal, Depends(current_user("operator"))]
 NodeName = Annotated[str, Path(min_length=1, max_length=255, description="node name")]
@@ -176,9 +176,16 @@ def node(
 
 
 @router.get("/serving", response_model=None, responses={200: {"model": ServingEnvelope}})
-def serving(request: Request, _who: Viewer) -> EnvelopeResponse:
-    """Engine workers (load, KV usage and hit rate, TTFT/ITL) and the router nodes."""
-    return answer(to_json(web_state(request).model.serving()), "agentctl.api.serving/1")
+def serving(
+    request: Request,
+    _who: Viewer,
+    range_: Annotated[RangeName, Query(alias="range")] = "1h",
+) -> EnvelopeResponse:
+    """Engine workers (load, KV usage and hit rate, TTFT/ITL, requests and charts over
+    `range`), the router nodes, the stored trace replay (KV-aware against round-robin) and
+    notes on where each TTFT is measured."""
+    view = web_state(request).model.serving(range_)
+    return answer(to_json(view), "agentctl.api.serving/1")
 
 
 @router.get("/events", response_model=None, responses={200: {"model": EventsEnvelope}})

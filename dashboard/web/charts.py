@@ -39,6 +39,9 @@ KIND_OF_FIELD: dict[str, str] = {
     "node.gpu_mem_used_pct": "mem",
     "node.gpu_temp_max": "temp",
     "node.gpu_power_w": "power",
+    "host.cpu_util_pct": "util",
+    "host.mem_used_pct": "mem",
+    "host.disk_used_pct": "mem",
 }
 
 Point = tuple[datetime, float | None, float | None, float | None]  # ts, min, avg, max
@@ -153,6 +156,8 @@ class _Frame:
 
 
 def _time_label(ts: datetime, span_s: float) -> str:
+    if span_s <= 1800:  # minutes of data: the labels would all read the same minute
+        return ts.strftime("%H:%M:%S")
     return ts.strftime("%H:%M" if span_s <= 86_400 else "%m-%d %H:%M")
 
 
@@ -241,5 +246,44 @@ def line_chart(
             continue
         out.append(f'<polygon class="band" points="{" ".join(band)}"/>')
         out.append(f'<polyline class="avg" points="{" ".join(avg)}"/>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def bars(
+    items: Sequence[tuple[str, float | None]],
+    unit: str,
+    *,
+    label: str = "",
+    highlight: str | None = None,
+    width: int = 420,
+    row: int = 20,
+) -> str:
+    """Horizontal bars, one per (label, value), scaled to the largest; `highlight` names the
+    bar drawn in the accent colour (the others are neutral). A missing value is written, not
+    drawn as zero."""
+    left, right = 110, 70
+    height = row * max(len(items), 1) + 4
+    known = [v for _, v in items if v is not None and math.isfinite(v)]
+    top = max(known) if known else 1.0
+    top = top if top > 0 else 1.0
+    title = escape(label)
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="bars" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="{title}"><title>{title}</title>'
+    ]
+    for i, (name, v) in enumerate(items):
+        y = 2 + i * row
+        out.append(f'<text class="label" x="{left - 6}" y="{y + row * 0.7:.1f}" '
+                   f'text-anchor="end">{escape(name)}</text>')  # fmt: skip
+        if v is None or not math.isfinite(v):
+            out.append(f'<text class="value" x="{left}" y="{y + row * 0.7:.1f}">no data</text>')
+            continue
+        w = (width - left - right) * max(v, 0.0) / top
+        cls = "bar" if name == highlight else "bar base"
+        out.append(f'<rect class="{cls}" x="{left}" y="{y + 2}" width="{w:.1f}" '
+                   f'height="{row - 6}"/>')  # fmt: skip
+        out.append(f'<text class="value" x="{left + w + 4:.1f}" y="{y + row * 0.7:.1f}">'
+                   f"{escape(fmt_num(v))}{escape(unit)}</text>")  # fmt: skip
     out.append("</svg>")
     return "".join(out)

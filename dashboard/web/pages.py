@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -15,7 +15,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Form, Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
-from agentctl.dashboard.readmodel import GPU_FIELDS, NODE_CHARTS, RANGES, NodeRow
+from agentctl.dashboard.readmodel import GPU_FIELDS, NODE_CHARTS, RANGES, Chart, NodeRow
 
 from .auth import (
     Principal,
@@ -42,7 +42,8 @@ HEALTH_RANK = {"fail": 0, "warn": 1, "unknown": 2, "skip": 3, "pass": 4}
 SORTS: dict[str, Callable[[NodeRow], Any]] = {
     "name": lambda r: r.name,
     "health": lambda r: HEALTH_RANK.get(r.health or "unknown", 2),
-    "gpus": lambda r: r.gpu_count,
+    "gpus": lambda r: (r.gpu_count or 0) + r.replayed_gpus if r.gpu_count is not None else None,
+    "cpu": lambda r: r.cpu_pct,
     "util": lambda r: r.util_pct,
     "mem": lambda r: r.mem_used_pct,
     "temp": lambda r: r.temp_c,
@@ -69,6 +70,17 @@ def sort_rows(rows: list[NodeRow], key: str, direction: str) -> list[NodeRow]:
     have = [r for r in rows if get(r) is not None]
     have.sort(key=lambda r: (get(r), r.name), reverse=direction == "desc")
     return have + sorted((r for r in rows if get(r) is None), key=lambda r: r.name)
+
+
+def chart_start(range_start: datetime, charts: Sequence[Chart]) -> datetime:
+    """Where the charts' time axis begins: the range's start, or a step before the oldest
+    point when the data begins later (a minutes-old fleet would otherwise be a dot at the
+    right edge). The end stays `now`, so a node gone silent still shows as a gap."""
+    firsts = [(c.points[0][0], c.step_s) for c in charts if c.points]
+    if not firsts:
+        return range_start
+    first, step = min(firsts)
+    return max(range_start, first - timedelta(seconds=max(step, 1.0)))
 
 
 def _matches(row: NodeRow, q: str) -> bool:
@@ -151,7 +163,7 @@ def fleet(request: Request, who: Viewer, sort: str = "name", dir: str = "",
 
 
 @router.get("/nodes/{name}")
-def node(request: Request, name: str, who: Viewer, range: str = "24h") -> Response:
+def node(request: Request, name: str, who: Viewer, range: str = "") -> Response:
     state = web_state(request)
     detail = state.model.node(name, range)
     if detail is None:
@@ -159,9 +171,10 @@ def node(request: Request, name: str, who: Viewer, range: str = "24h") -> Respon
     operator = has_role(who.role, "operator")
     bundles = list_bundles(state, name, detail) if operator else []
     now = state.model.now()
+    start = chart_start(now - RANGES[detail.range_name], detail.charts)
     return render(request, "node.html.j2", _ctx(
         request, who, "fleet", d=detail, row=detail.row, ranges=list(RANGES),
-        start=now - RANGES[detail.range_name], end=now, gpu_fields=GPU_FIELDS,
+        start=start, end=now, gpu_fields=GPU_FIELDS,
         node_charts=NODE_CHARTS, bundles=bundles, operator=operator, actions=ACTIONS,
     ))  # fmt: skip
 
@@ -176,9 +189,14 @@ def node_action(request: Request, name: str, action: str, who: Operator,
 
 
 @router.get("/serving")
-def serving(request: Request, who: Viewer) -> Response:
-    view = web_state(request).model.serving()
-    return render(request, "serving.html.j2", _ctx(request, who, "serving", view=view))
+def serving(request: Request, who: Viewer, range: str = "") -> Response:
+    view = web_state(request).model.serving(range)
+    now = web_state(request).model.now()
+    start = chart_start(now - RANGES[view.range_name],
+                        [c for wc in view.worker_charts for c in wc.charts])  # fmt: skip
+    return render(request, "serving.html.j2", _ctx(
+        request, who, "serving", view=view, ranges=list(RANGES), start=start, end=now,
+    ))  # fmt: skip
 
 
 @router.get("/events")

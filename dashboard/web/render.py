@@ -107,6 +107,7 @@ def make_environment() -> Environment:
     env.globals.update(
         sparkline=_markup(charts.sparkline),
         line_chart=_markup(charts.line_chart),
+        bars=_markup(charts.bars),
         level=charts.level,
         kind_of=charts.KIND_OF_FIELD.get,
     )

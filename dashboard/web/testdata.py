@@ -96,6 +96,11 @@ def _node_samples(
         temp = 42 + 0.35 * u + (22 if n.hot else 0) + rng.uniform(-1.5, 1.5)
         yield Sample(n.name, "node.gpu_temp_max", ts, temp)
         yield Sample(n.name, "node.gpu_power_w", ts, gpus * (90 + 5.5 * u))
+        yield Sample(n.name, "host.cpu_util_pct", ts, min(100.0, 8 + 0.3 * u))
+        yield Sample(n.name, "host.mem_used_pct", ts, 30 + 0.2 * u)
+        yield Sample(n.name, "host.load1", ts, round(0.5 + u / 10, 2))
+        yield Sample(n.name, "host.disk_used_pct", ts, 61.0)
+    yield Sample(n.name, "collect.interval_s", ticks[-1], 60.0)
 
 
 def _serving_samples(n: _Node, ticks: list[datetime], rng: random.Random) -> Iterator[Sample]:

@@ -32,6 +32,7 @@ from agentctl.ctl.cli import metrics_cmd
 # the module (the package re-exports a function of the same name)
 cli_main = importlib.import_module("agentctl.ctl.cli.main")
 GIB = 1024**3
+MIB = 1024.0**2
 UUID = "GPU-8f3c1a2e-0000-1111-2222-333344445555"
 
 Labels = tuple[tuple[str, str], ...]
@@ -171,6 +172,23 @@ def test_render_from_a_real_store(db: tuple[str, Store]) -> None:
     assert m_all["DCGM_FI_DEV_GPU_TEMP"][gpu_labels("n1", 1)] == 40.0
 
 
+def test_a_replayed_gpu_carries_its_source_label_and_measured_ones_none(
+    db: tuple[str, Store],
+) -> None:
+    _, store = db
+    now = datetime.now(UTC)
+    store.insert_samples([
+        Sample("demo", "gpu0.temperature_c", now, 41.0, source="replay:h100"),
+        Sample("demo", "gpu0.memory_used_bytes", now, 1024 * MIB, source="replay:h100"),
+        Sample("demo", "gpu0.memory_total_bytes", now, 4096 * MIB, source="replay:h100"),
+        Sample("real", "gpu0.temperature_c", now, 50.0),
+    ])  # fmt: skip
+    m = parse(render_exposition(store.fleet_now(), now))
+    replayed = tuple(sorted((*gpu_labels("demo", 0), ("agentctl_source", "replay:h100"))))
+    assert m["DCGM_FI_DEV_GPU_TEMP"] == {replayed: 41.0, gpu_labels("real", 0): 50.0}
+    assert m["DCGM_FI_DEV_FB_FREE"] == {replayed: 3072.0}
+
+
 def test_render_is_deterministic_and_rejects_naive_now(db: tuple[str, Store]) -> None:
     _, store = db
     now = datetime.now(UTC)
@@ -221,7 +239,7 @@ def test_metrics_show(cli: Any, db: tuple[str, Store], monkeypatch: pytest.Monke
     fan = [v for v in env["data"]["values"] if v["series"] == "gpu0.fan_speed_pct"]
     assert fan == [
         {"node": "n1", "series": "gpu0.fan_speed_pct", "ts": fan[0]["ts"], "value": None,
-         "status": "not_supported"}
+         "status": "not_supported", "source": None}
     ]  # fmt: skip
 
 

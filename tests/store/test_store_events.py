@@ -73,7 +73,28 @@ def test_old_events_and_reports_are_purged_in_batches(tmp_path: Path) -> None:
         store.save_diag("n1", "l1", verdict="pass", summary="old", data={}, created_at=T0)
         store.save_diag("n1", "l1", verdict="pass", summary="new", data={},
                         created_at=T0 + timedelta(days=2))  # fmt: skip
+        for day in (0, 2):
+            store.save_bench("serving_replay", title=f"day {day}", data={},
+                             created_at=T0 + timedelta(days=day))  # fmt: skip
         got = store.purge_events(T0 + timedelta(days=1), keep=timedelta(hours=12), batch=2)
-        assert got == {"events": 5, "diag_reports": 1}
+        assert got == {"events": 5, "diag_reports": 1, "bench_results": 1}
+        assert [b.title for b in store.list_bench("serving_replay")] == ["day 2"]
         assert [e.key for e in store.list_events()] == ["new"]
         assert [r.summary for r in store.list_diag()] == ["new"]
+
+
+def test_benchmark_results_newest_first_and_bounded(tmp_path: Path) -> None:
+    with Store.open(f"sqlite:///{tmp_path / 'b.db'}") as store:
+        assert store.latest_bench("serving_replay") is None
+        for i in range(3):
+            store.save_bench("serving_replay", title=f"run {i}",
+                             created_at=T0 + timedelta(minutes=i),
+                             data={"policies": {"kv": {"hit_rate": 0.5 + i / 10}}})  # fmt: skip
+        store.save_bench("other", title="x" * 10_000, data={"nul": "a\x00b"})
+        latest = store.latest_bench("serving_replay")
+        assert latest is not None and latest.title == "run 2"
+        assert latest.data == {"policies": {"kv": {"hit_rate": 0.7}}}
+        assert [b.title for b in store.list_bench("serving_replay", 2)] == ["run 2", "run 1"]
+        other = store.latest_bench("other")
+        assert other is not None and len(other.title.encode()) <= 4096
+        assert other.data == {"nul": "a\ufffdb"}

@@ -161,6 +161,27 @@ def test_fleet_now_latest_per_node_and_prefix_filter(store: Store) -> None:
     assert stale == []
 
 
+def test_series_carry_their_source_label_across_processes(url: str, store: Store) -> None:
+    """A replayed GPU's series say so (`replay:<set>`), measured ones carry no label, and a
+    label that changes is rewritten, also when another Store (process) wrote it first."""
+    replay = "replay:h100"
+    store.insert_samples([
+        Sample("n1", "gpu0.temperature_c", T0, 41.0, source=replay),
+        Sample("n1", "host.load1", T0, 0.5),
+        Sample("n2", "gpu0.temperature_c", T0, 60.0),
+    ])  # fmt: skip
+    got = {(v.node, v.series): v.source for v in store.fleet_now()}
+    assert got == {("n1", "gpu0.temperature_c"): replay, ("n1", "host.load1"): None,
+                   ("n2", "gpu0.temperature_c"): None}  # fmt: skip
+    with Store.open(url) as other:  # a cold cache: reads the stored label before writing
+        other.insert_samples([Sample("n1", "gpu0.temperature_c", T0 + timedelta(seconds=5),
+                                     63.0)])  # fmt: skip
+    assert store.fleet_now(["gpu0."], nodes=["n1"])[0].source is None
+    store.insert_samples([Sample("n2", "gpu0.temperature_c", T0 + timedelta(seconds=5), 61.0,
+                                 source=replay)])  # fmt: skip
+    assert store.fleet_now(["gpu0."], nodes=["n2"])[0].source == replay
+
+
 def test_resolution_choice_bounds_points() -> None:
     assert choose_resolution(timedelta(minutes=30), 1000)[0] == 0
     assert choose_resolution(timedelta(days=2), 1000)[0] == 60
@@ -232,7 +253,7 @@ def test_database_at_0001_is_upgraded_keeping_data(tmp_path: Path) -> None:
     assert not TS_TABLES & set(inspect(engine).get_table_names())
     engine.dispose()
     with Store.open(url) as store:
-        assert store.schema_revision() == HEAD_REVISION == "0004"
+        assert store.schema_revision() == HEAD_REVISION == "0005"
         assert [n.name for n in store.list_nodes()] == ["gpu-01"]
         assert store.last_run_id() == run_id
         store.insert_samples([Sample("gpu-01", "gpu0.temperature", T0, 40.0)])

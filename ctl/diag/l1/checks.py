@@ -1289,5 +1289,10 @@ def evaluate(
                 f"Internal error while evaluating: {type(exc).__name__}: {str(exc)[:160]}",
                 {},
             )
+        if ctx.gpu_replay is not None:
+            from agentctl.ctl.diag.l1.replay import label
+
+            reason, evidence = label(check.name, reason, evidence, probes,
+                                     ctx.gpu_replay.set_name)  # fmt: skip
         out.append(CheckResult(check.name, check.category, verdict, reason, evidence, probes))
     return out

@@ -54,12 +54,22 @@ class ServingExpect:
 
 
 @dataclass(frozen=True)
+class GpuReplay:
+    """The host's GPUs are replayed from a recording (`agentctl_gpu_replay`), printed by the
+    deployed venv's `python` (see ctl/diag/l1/replay.py)."""
+
+    set_name: str
+    python: str
+
+
+@dataclass(frozen=True)
 class L1Context:
     host: str
     expected_gpus: int | None
     roles: frozenset[str]
     serving: ServingExpect | None
     now: datetime  # timezone-aware; the Xid window ends here
+    gpu_replay: GpuReplay | None = None
 
 
 def _int(value: Any, default: int, lo: int, hi: int) -> int:
@@ -121,4 +131,15 @@ def context_from_vars(
         roles=role_set,
         serving=serving_from_vars(role_set, vars, address),
         now=now if now.tzinfo is not None else now.replace(tzinfo=UTC),
+        gpu_replay=_replay_from_vars(vars),
     )
+
+
+def _replay_from_vars(vars: Mapping[str, Any]) -> GpuReplay | None:
+    name = str(vars.get("agentctl_gpu_replay") or "").strip()
+    if not name:
+        return None
+    root = str(vars.get("agentctl_install_root") or DEFAULT_INSTALL_ROOT).rstrip("/")
+    root = root if _ROOT.match(root) else DEFAULT_INSTALL_ROOT
+    python = str(vars.get("agentctl_python") or f"{root}/venv/bin/python")
+    return GpuReplay(name, python if _ROOT.match(python) else f"{root}/venv/bin/python")

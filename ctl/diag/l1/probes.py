@@ -168,9 +168,17 @@ def serving_probes(serving: ServingExpect) -> list[ProbeSpec]:
 
 
 def l1_probes(ctx: L1Context, thresholds: L1Thresholds | None = None) -> list[ProbeSpec]:
-    """All L1 probes for one host; serving probes only where the inventory deploys serving."""
+    """All L1 probes for one host; serving probes only where the inventory deploys serving;
+    a replayed GPU's probes read its recordings (ctl/diag/l1/replay.py)."""
     t = thresholds or L1Thresholds()
-    probes = [*system_probes(), *gpu_probes(t.xid_window_hours)]
+    if ctx.gpu_replay is not None:
+        from agentctl.ctl.diag.l1.replay import replay_probes
+
+        gpu = replay_probes(ctx.gpu_replay.set_name, ctx.gpu_replay.python, L1_SMI_FIELDS,
+                            SMI_Q_SECTIONS, _XID_GREP, XID_MAX_LINES + 10)  # fmt: skip
+    else:
+        gpu = gpu_probes(t.xid_window_hours)
+    probes = [*system_probes(), *gpu]
     if ctx.serving is not None:
         probes += serving_probes(ctx.serving)
     return probes
