@@ -65,6 +65,7 @@ def demo(
     (root / "known_hosts").unlink(missing_ok=True)
     demo_fleet = start_demo_fleet(root, nodes)
     web = None
+    background: Any = None
     try:
         for note in demo_fleet.notes:
             st.output.warn(note)
@@ -175,12 +176,19 @@ def demo(
                 st.output.copyable(
                     [str(data["serving"].get("router"))], title="router (OpenAI API):"
                 )
-            st.output.info("fleet running; Ctrl-C stops it")
+            from agentctl.ctl.demo_story import BackgroundCollection
+
+            # the dashboard stays current: collection goes on every 10 s until Ctrl-C
+            background = BackgroundCollection(conns.connect, st.store(), hosts, interval_s=10)
+            background.start()
+            st.output.info("fleet running, collected every 10 s; Ctrl-C stops it")
             while True:
                 time.sleep(3600)
         if not ok:
             raise HostsFailed("some demo nodes failed; see the recap above")
     finally:
+        if background is not None:
+            background.stop()
         if web is not None:
             web.stop()
         stop_services(root)
@@ -279,7 +287,9 @@ def demo_serving(st: State, root: Path, hosts: list[Host], replay: bool = True) 
     router = next(h for h in hosts if "router" in h.roles)
     address = "127.0.0.1" if is_local(router) else router.address
     out["router"] = f"http://{address}:{int(router.vars['agentctl_router_port'])}"
-    out["traffic"] = agent_traffic(st, out["router"])
+    workers = [f"{h.name}-w{i}" for h in hosts if "worker" in h.roles
+               for i in range(int(h.vars.get("agentctl_workers", 1)))]  # fmt: skip
+    out["traffic"] = agent_traffic(st, out["router"], workers)
     if replay:
         out["replay"] = demo_replay(st)
     out["collect"] = demo_collect(st, hosts)
@@ -342,8 +352,6 @@ def demo_collect(st: State, hosts: list[Host]) -> dict[str, Any]:
     """Four collection passes 1.5 s apart, as a schedule would run them: host metrics of every
     node, the workers' replayed GPUs (under load in the first pass, which covers the agent
     traffic, idle after), the recorded Xid, serving interval deltas (hit rate, TTFT)."""
-    from agentctl.ctl.demo_story import CONCENTRATION_NOTE, concentration
-
     store = st.store()
     conns = Connections(st.settings(), st.inventory())
     got: dict[str, HostCollection] = {}
@@ -377,10 +385,6 @@ def demo_collect(st: State, hosts: list[Host]) -> dict[str, Any]:
     st.output.info(f"host metrics from {len(host_nodes)} node(s); replayed GPUs (recordings, not "
                    "real GPUs): " + (", ".join(f"{esc(n)} {esc(s)}" for n, s in sorted(
                        replayed.items())) or "none"))  # fmt: skip
-    busiest = concentration(requests)
-    if busiest is not None:
-        st.output.info(CONCENTRATION_NOTE.format(worker=busiest[0], top=busiest[1],
-                                                 total=busiest[2]))  # fmt: skip
     return {"ok": ok, "samples": samples, "kv_hit_rate": {v.series: v.value for v in hit},
             "host_metrics": host_nodes, "replayed_gpus": replayed,
             "requests": requests}  # fmt: skip
@@ -406,8 +410,11 @@ _SYSTEM = "You are a coding agent. Tools: read_file, edit_file, run_tests, grep.
 
 
 def agent_traffic(
-    st: State, router: str, sessions: int = 3, turns: int = 4
+    st: State, router: str, workers: list[str], sessions: int = 3, turns: int = 4
 ) -> list[dict[str, Any]]:
+    """Agent sessions through the router, and why they land where they land."""
+    from agentctl.ctl.demo_story import CONCENTRATION_NOTE, concentration
+
     rows: list[dict[str, Any]] = []
     table = Table(title="Agent sessions through the KV-aware router", title_justify="left")
     for col in ("session", "turn", "worker", "prompt", "cached", "ms"):
@@ -447,13 +454,12 @@ def agent_traffic(
         st.output.info(
             f"prefix cache hits: {cached}/{prompt} prompt tokens ({cached / prompt:.0%})"
         )
-    workers = sorted({str(r["worker"]) for r in rows if r["worker"]})
-    if len(workers) == 1:
-        st.output.info(
-            f"all {len(rows)} requests went to {esc(workers[0])}: the sessions share one system "
-            "prompt, so its KV blocks live there, and at this light load the KV-aware router "
-            "keeps them where the prefix is cached instead of computing it again on an idle "
-            "worker (it spreads once queueing there costs more than a recompute; the trace "
-            "replay below shows it under load)"
-        )
+    per_worker = dict.fromkeys(workers, 0.0)
+    for r in rows:
+        if r["worker"]:
+            per_worker[str(r["worker"])] = per_worker.get(str(r["worker"]), 0.0) + 1
+    busiest = concentration(per_worker)
+    if busiest is not None:
+        st.output.info(esc(CONCENTRATION_NOTE.format(worker=busiest[0], top=busiest[1],
+                                                     total=busiest[2])))  # fmt: skip
     return rows
