@@ -448,16 +448,16 @@ def agent_traffic(
                     plain(cached), f"{ms:.0f}",
                 )  # fmt: skip
     st.output.print(table)
-    prompt = sum(r["prompt_tokens"] for r in rows)
-    cached = sum(r["cached_tokens"] for r in rows)
+    prompt = sum(done["prompt_tokens"] for done in rows)
+    cached = sum(done["cached_tokens"] for done in rows)
     if prompt:
         st.output.info(
             f"prefix cache hits: {cached}/{prompt} prompt tokens ({cached / prompt:.0%})"
         )
     per_worker = dict.fromkeys(workers, 0.0)
-    for r in rows:
-        if r["worker"]:
-            per_worker[str(r["worker"])] = per_worker.get(str(r["worker"]), 0.0) + 1
+    for done in rows:
+        if done["worker"]:
+            per_worker[str(done["worker"])] = per_worker.get(str(done["worker"]), 0.0) + 1
     busiest = concentration(per_worker)
     if busiest is not None:
         st.output.info(esc(CONCENTRATION_NOTE.format(worker=busiest[0], top=busiest[1],

@@ -86,6 +86,12 @@ def _util(n: _Node, ts: datetime, rng: random.Random) -> float:
     return min(100.0, max(0.0, n.base + 30 * math.sin(day + n.phase) + rng.uniform(-6, 6)))
 
 
+def _hot(util: float, rng: random.Random) -> float:
+    """A GPU running hot: above the red threshold (85 C) at any hour, whatever the load's
+    daily curve does (a fixture whose alert depends on the time of day fails at random)."""
+    return 86.5 + 0.04 * util + rng.uniform(0, 1.5)
+
+
 def _node_samples(
     n: _Node, ticks: list[datetime], gpus: int, rng: random.Random
 ) -> Iterator[Sample]:
@@ -93,7 +99,7 @@ def _node_samples(
         u = _util(n, ts, rng)
         yield Sample(n.name, "node.gpu_util_avg", ts, u)
         yield Sample(n.name, "node.gpu_mem_used_pct", ts, min(100.0, 25 + 0.6 * u))
-        temp = 42 + 0.35 * u + (22 if n.hot else 0) + rng.uniform(-1.5, 1.5)
+        temp = _hot(u, rng) if n.hot else 42 + 0.35 * u + rng.uniform(-1.5, 1.5)
         yield Sample(n.name, "node.gpu_temp_max", ts, temp)
         yield Sample(n.name, "node.gpu_power_w", ts, gpus * (90 + 5.5 * u))
         yield Sample(n.name, "host.cpu_util_pct", ts, min(100.0, 8 + 0.3 * u))
@@ -138,7 +144,8 @@ def _gpu_samples(
             gu = min(100.0, max(0.0, u + (g - (gpus - 1) / 2) * 2.5 + rng.uniform(-3, 3)))
             yield Sample(n.name, p + "utilization_gpu_pct", ts, gu)
             yield Sample(n.name, p + "memory_used_bytes", ts, float(int((20 + 0.55 * gu) * GIB)))
-            temp = 40 + 0.35 * gu + (22 if n.hot and g == 0 else 0) + rng.uniform(-1, 1)
+            hot = n.hot and g == 0
+            temp = _hot(gu, rng) if hot else 40 + 0.35 * gu + rng.uniform(-1, 1)
             yield Sample(n.name, p + "temperature_c", ts, round(temp))
             yield Sample(n.name, p + "power_draw_w", ts, round(90 + 5.5 * gu, 1))
             yield Sample(n.name, p + "sm_clock_mhz", ts, 1980.0 if gu > 5 else 345.0)
