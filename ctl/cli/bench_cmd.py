@@ -7,7 +7,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agentctl.ctl.bench import run_fanout_bench
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.output import plain
 
@@ -22,6 +21,8 @@ def fanout(
 ) -> None:
     """An ad-hoc command and a facts run over N loopback sshd hosts; Ansible and pyinfra too
     when installed, on the same hosts and inventory, with ratios against agentctl."""
+    from agentctl.ctl.bench import run_fanout_bench
+
     st = state()
     results = run_fanout_bench(hosts=hosts, forks=forks, repeat=repeat)
     ours = {m.job: m.best for m in results if m.tool == "agentctl"}
@@ -61,3 +62,8 @@ def fanout(
             "yes" if r["ok"] else plain(f"no: {r['note']}"),
         )
     st.output.print(table)
+
+
+from agentctl.ctl.cli import serve_cmd  # noqa: E402
+
+app.command("replay", context_settings=serve_cmd.PASS_THROUGH)(serve_cmd.replay)
