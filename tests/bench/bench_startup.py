@@ -70,9 +70,10 @@ def main() -> int:
     ap.add_argument("--all", action="store_true", help="sub-commands' --help too")
     args = ap.parse_args()
     exe = agentctl_exe()
-    cases: list[tuple[list[str], float]] = [(["--help"], TOP_TARGET_S), (["--version"], TOP_TARGET_S)]
+    cases = [(["--help"], TOP_TARGET_S), (["--version"], TOP_TARGET_S)]
     cases += [([*p, "--help"], COMMAND_TARGET_S) for p in command_paths(args.all)]
-    print(f"# {' '.join(exe)}, median of {args.repeat} process starts, load {os.getloadavg()[0]:.2f}")
+    load = os.getloadavg()[0]
+    print(f"# {' '.join(exe)}: median of {args.repeat} process starts; load {load:.2f}")
     width = max(len(" ".join(c)) for c, _ in cases) + len("agentctl ")
     print(f"{'case':<{width}}  {'median s':>8}  {'best s':>6}  {'target s':>8}  within")
     print(f"{'-' * width}  --------  ------  --------  ------")
