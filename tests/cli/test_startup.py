@@ -28,8 +28,9 @@ from agentctl.ctl.cli.main import COMMANDS, app
 HEAVY = ("sqlalchemy", "alembic", "httpx", "paramiko", "fastapi", "uvicorn", "textual")
 #: the trace slice the repository ships (ctl/data/README.md), as the README names it
 SHIPPED_TRACE = "ctl/data/weka_cc_sample6.jsonl.xz"
-#: what `--help` / `--version` load of ours at most: no command module, no settings, no store
-NOT_FOR_TOP_LEVEL = ("agentctl.collectors.store", "agentctl.ctl.settings", "pydantic_settings")
+#: nor do `--help` / `--version` load settings, the store or pydantic (typer loads pydantic to
+#: convert a command's parameters, so a command's `--help` does)
+NOT_FOR_TOP_LEVEL = ("agentctl.collectors.store", "agentctl.ctl.settings", "pydantic")
 
 
 class HeavyImport(AssertionError):
