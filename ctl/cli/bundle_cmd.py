@@ -8,29 +8,19 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.status import Status
 from rich.table import Table
 
-from agentctl.ctl.bundle import (
-    BuildOptions,
-    BundleVerificationError,
-    build_bundle,
-    extract_bundle,
-    generate_keypair,
-    load_private_key,
-    make_target,
-    parse_authorized_keys,
-    seed_host,
-    verify_bundle,
-)
-from agentctl.ctl.bundle.seed import SeedHost, usable_user
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.output import Output, esc, plain
 from agentctl.ctl.cli.state import State
 from agentctl.ctl.errors import UsageError
+
+if TYPE_CHECKING:  # the bundle builder (cryptography, Jinja2) loads when a command runs
+    from agentctl.ctl.bundle.seed import SeedHost
 
 app = typer.Typer(
     help="Air-gapped bundles: wheels, playbooks, apt packages and cloud-init seeds, signed.",
@@ -67,6 +57,8 @@ def _progress(output: Output) -> Iterator[_Progress]:
 
 def _seeds(st: State, inventory: str | None, ssh_pubkey: Path | None) -> list[SeedHost]:
     """Seeds for the selected hosts when an inventory is named (-i) or a key is given."""
+    from agentctl.ctl.bundle import parse_authorized_keys, seed_host
+
     if inventory is not None:
         st.inventory_path = inventory
     if ssh_pubkey is None:
@@ -86,6 +78,8 @@ def _seeds(st: State, inventory: str | None, ssh_pubkey: Path | None) -> list[Se
 def default_user() -> str:
     """The seed's user when a host has no ansible_user: who ssh would log in as (this user),
     unless that is root or unusable, then `agentctl`."""
+    from agentctl.ctl.bundle.seed import usable_user
+
     try:
         name = getpass.getuser()
     except (OSError, KeyError):  # no passwd entry (containers)
@@ -177,6 +171,8 @@ def build(
     tar: Annotated[bool, typer.Option("--tar", help="Also write DIR.tar.")] = False,
 ) -> None:
     """Build a bundle: wheelhouse + lock, playbooks, optional apt repo and seeds, SHA256SUMS."""
+    from agentctl.ctl.bundle import BuildOptions, build_bundle, load_private_key, make_target
+
     st = state()
     key = load_private_key(sign_key, _passphrase(sign_key_passphrase_env)) if sign_key else None
     options = BuildOptions(
@@ -230,6 +226,8 @@ def verify(
     ] = None,
 ) -> None:
     """Check signature, SHA256SUMS and manifest; exit 6 naming every bad file."""
+    from agentctl.ctl.bundle import BundleVerificationError, extract_bundle, verify_bundle
+
     st = state()
     with contextlib.ExitStack() as stack:
         root = bundle
@@ -265,6 +263,8 @@ def keygen(
     ],
 ) -> None:
     """Make an Ed25519 key pair for signing bundles (PEM, readable by OpenSSL)."""
+    from agentctl.ctl.bundle import generate_keypair
+
     st = state()
     pair = generate_keypair(out)
     data = {

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.output import plain
-from agentctl.ctl.collect import Collector, HostCollection, store_task
-from agentctl.ctl.connect import Connections
 from agentctl.ctl.errors import ExitCode
 from agentctl.ctl.fanout import FanOut, FanoutOptions, HostOutcome, Status
+
+if TYPE_CHECKING:  # the collector, SSH and the store load when the command runs
+    from agentctl.ctl.collect import HostCollection
 
 MAX_BACKOFF_S = 600.0
 PURGE_EVERY = 10
@@ -38,6 +39,9 @@ def collect(
 ) -> None:
     """Collect GPU (nvidia-smi), Xid (kernel log) and serving (/metrics over SSH) telemetry
     into the store."""
+    from agentctl.ctl.collect import Collector, store_task
+    from agentctl.ctl.connect import Connections
+
     st = state()
     chosen = st.select(hosts)
     store = st.store()

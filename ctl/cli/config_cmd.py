@@ -7,7 +7,6 @@ from rich.table import Table
 
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.output import plain
-from agentctl.ctl.settings import config_paths, settings_sources
 
 app = typer.Typer(help="Settings and paths.", no_args_is_help=True)
 
@@ -15,6 +14,8 @@ app = typer.Typer(help="Settings and paths.", no_args_is_help=True)
 @app.command("paths")
 def paths() -> None:
     """Config file, data and state directories, database and known_hosts."""
+    from agentctl.ctl.settings import config_paths
+
     st = state()
     found = config_paths(st.settings())
     st.output.emit(found, schema="agentctl.config.paths/1")
@@ -29,6 +30,8 @@ def paths() -> None:
 @app.command("show")
 def show() -> None:
     """Every setting, its value, where it came from, and what it means."""
+    from agentctl.ctl.settings import settings_sources
+
     st = state()
     settings = st.settings()
     sources = settings_sources(settings)

@@ -12,22 +12,23 @@ import re
 import secrets
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from agentctl.collectors.store import ROLES
-from agentctl.ctl.cli.diag_cmd import l1_task, store_l1, thresholds_of
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.output import plain
-from agentctl.ctl.cli.playbook_cmd import _drain_pass
-from agentctl.ctl.cli.state import State
-from agentctl.ctl.connect import Connections
 from agentctl.ctl.errors import ConfigError, UsageError
 from agentctl.ctl.fanout import FanoutOptions
-from agentctl.ctl.runner import run_recorded
 from agentctl.dashboard.actions import ActionResult
+
+if TYPE_CHECKING:  # the store, SSH, the web app and the TUI load when a command runs
+    from agentctl.ctl.cli.state import State
+
+#: the store's `ROLES`, spelled out for `users add --help`, which must not import the store
+#: (tests/cli/test_startup.py keeps the two equal)
+USER_ROLES = ("viewer", "operator", "admin")
 
 users_app = typer.Typer(help="Dashboard users and API tokens.", no_args_is_help=True)
 dashboard_app = typer.Typer(help="The web dashboard.", no_args_is_help=True)
@@ -47,6 +48,10 @@ class FleetActions:
             raise UsageError(f"{node!r} is not in the inventory")
 
     def run_l1(self, node: str) -> ActionResult:
+        from agentctl.ctl.cli.diag_cmd import l1_task, store_l1, thresholds_of
+        from agentctl.ctl.connect import Connections
+        from agentctl.ctl.runner import run_recorded
+
         with self._lock:
             self._known(node)
             st = self.st
@@ -67,6 +72,8 @@ class FleetActions:
             return ActionResult(False, f"L1 on {node} did not run: {why}", data)
 
     def _drain(self, node: str, drained: bool) -> ActionResult:
+        from agentctl.ctl.cli.playbook_cmd import _drain_pass
+
         with self._lock:
             self._known(node)
             word = "drain" if drained else "undrain"
@@ -154,13 +161,16 @@ def _password(password_env: str | None, st: State) -> str:
 @users_app.command("add")
 def users_add(
     username: Annotated[str, typer.Argument()],
-    role: Annotated[str, typer.Option("--role", help=f"One of {', '.join(ROLES)}.")] = "viewer",
+    role: Annotated[
+        str, typer.Option("--role", help=f"One of {', '.join(USER_ROLES)}.")
+    ] = "viewer",
     password_env: Annotated[
         str | None,
         typer.Option("--password-env", help="Read the password from this variable (no prompt)."),
     ] = None,
 ) -> None:
     """Add a user, or set an existing user's password and role."""
+    from agentctl.collectors.store import ROLES
     from agentctl.dashboard.web.auth import hash_password
 
     st = state()

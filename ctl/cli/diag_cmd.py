@@ -13,12 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from agentctl.collectors.store import EventRecord, NodeRecord, Store
 from agentctl.ctl import __version__
 from agentctl.ctl.cli.fanout_cmd import (
     Forks,
@@ -31,21 +30,17 @@ from agentctl.ctl.cli.fanout_cmd import (
 )
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.output import plain
-from agentctl.ctl.connect import Connections
-from agentctl.ctl.connector import Connector
-from agentctl.ctl.diag.bundle import load_bundle
-from agentctl.ctl.diag.l1 import L1Thresholds
-from agentctl.ctl.diag.reboot import RebootReport, analyze, render_text
-from agentctl.ctl.diag.service import (
-    L1Report,
-    reboot_json,
-    run_l1,
-    run_l2,
-    run_reboot_cause,
-)
 from agentctl.ctl.fanout import Status, TaskOutput
-from agentctl.ctl.inventory import Host
-from agentctl.ctl.runner import RunReport
+
+if TYPE_CHECKING:  # probes, parsers, SSH and the store load when a command runs
+    from agentctl.collectors.store import EventRecord, NodeRecord, Store
+    from agentctl.ctl.connector import Connector
+    from agentctl.ctl.diag.l1 import L1Thresholds
+    from agentctl.ctl.diag.reboot import RebootReport
+    from agentctl.ctl.diag.service import L1Report
+    from agentctl.ctl.inventory import Host
+    from agentctl.ctl.runner import RunReport
+
 
 app = typer.Typer(help="Diagnostics: L1 health, L2 evidence bundles, reboot causes.",
                   no_args_is_help=True)  # fmt: skip
@@ -58,16 +53,22 @@ _CHECK_EVENT_WINDOW = timedelta(hours=1)
 
 
 def thresholds_of(st: Any) -> L1Thresholds:
+    from agentctl.ctl.diag.l1 import L1Thresholds
+
     t = getattr(st.settings(), "diag_l1", None)
     return t if isinstance(t, L1Thresholds) else L1Thresholds()
 
 
 def _node_record(h: Host) -> NodeRecord:
+    from agentctl.collectors.store import NodeRecord
+
     return NodeRecord(h.name, h.address, h.port, h.groups, h.roles, h.expected_gpus)
 
 
 def check_events(report: dict[str, Any]) -> list[EventRecord]:
     """Failed and warning checks as events (repeats within an hour fold into one row)."""
+    from agentctl.collectors.store import EventRecord
+
     at = datetime.fromisoformat(report["collected_at"])
     out = []
     for c in report.get("checks", []):
@@ -100,6 +101,9 @@ def store_l1(store: Store, report: RunReport) -> None:
 def l1_task(
     st: Any, thresholds: L1Thresholds, sudo: bool
 ) -> Callable[[Connector, Host], TaskOutput]:
+    from agentctl.ctl.connect import Connections
+    from agentctl.ctl.diag.service import run_l1
+
     conns = Connections(st.settings(), st.inventory())
 
     def task(conn: Connector, host: Host) -> TaskOutput:
@@ -203,6 +207,9 @@ def l2(
     ] = None,
 ) -> None:
     """Evidence bundle (tar.gz with a manifest): GPU state, PCIe, kernel logs, boots, RAS, SEL."""
+    from agentctl.ctl.connect import Connections
+    from agentctl.ctl.diag.service import run_l2
+
     st = state()
     chosen = st.select([host])
     if len(chosen) != 1:
@@ -249,6 +256,11 @@ def reboot_cause(
     sudo: Sudo = False,
 ) -> None:
     """Why did the host last restart: evidence in the window between boots, never a guess."""
+    from agentctl.ctl.connect import Connections
+    from agentctl.ctl.diag.bundle import load_bundle
+    from agentctl.ctl.diag.reboot import analyze, render_text
+    from agentctl.ctl.diag.service import reboot_json, run_reboot_cause
+
     st = state()
     if (host is None) == (bundle is None):
         raise typer.BadParameter("name a HOST or give --bundle FILE (one of them)")

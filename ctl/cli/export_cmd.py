@@ -14,23 +14,21 @@ import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from agentctl.ctl.cli.main import state
-from agentctl.ctl.cli.state import State
 from agentctl.ctl.errors import ConfigError, ExitCode, UsageError
-from agentctl.ctl.export import (
-    FORMATS,
-    KINDS,
-    Backoff,
-    DeliveryReport,
-    deliver,
-    export,
-    spool_name,
-    verify_file,
-)
+
+if TYPE_CHECKING:  # the exporters (the store, httpx) load when the command runs
+    from agentctl.ctl.cli.state import State
+    from agentctl.ctl.export import Backoff, DeliveryReport
+
+#: `agentctl.ctl.export`'s FORMATS and KINDS, spelled out for `--help`, which must not import
+#: the exporters (tests/cli/test_startup.py keeps them equal)
+FORMATS = ("ecs", "ocsf", "hec", "servicenow")
+KINDS = ("inventory", "events", "diagnostics", "runs")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -77,6 +75,8 @@ def export_cmd(
     ] = 300.0,
 ) -> None:
     """Export for SIEM and CMDB: JSON Lines with a header and a count+sha256 trailer."""
+    from agentctl.ctl.export import deliver, export, spool_name, verify_file
+
     st = state()
     if verify is not None:
         v = verify_file(verify)
@@ -130,6 +130,8 @@ def export_cmd(
 
 
 def _backoff(max_wait: float) -> Backoff:
+    from agentctl.ctl.export import Backoff
+
     return Backoff(initial=min(0.5, max_wait / 4 or 0.001), max_total=max_wait)
 
 

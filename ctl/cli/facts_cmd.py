@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from agentctl.collectors.store import NodeRecord, Store
 from agentctl.ctl.cli.fanout_cmd import (
     Batch,
     Forks,
@@ -23,11 +22,14 @@ from agentctl.ctl.cli.fanout_cmd import (
 )
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.output import plain
-from agentctl.ctl.connector import Connector
-from agentctl.ctl.facts import FactFamily, gather_facts, select_families
 from agentctl.ctl.fanout import Status, TaskOutput
-from agentctl.ctl.inventory import Host
-from agentctl.ctl.runner import RunReport
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) and the fact parsers load when the command runs
+    from agentctl.collectors.store import NodeRecord, Store
+    from agentctl.ctl.connector import Connector
+    from agentctl.ctl.facts import FactFamily
+    from agentctl.ctl.inventory import Host
+    from agentctl.ctl.runner import RunReport
 
 
 def facts(
@@ -42,6 +44,8 @@ def facts(
     rerun_failed: RerunFailed = None,
 ) -> None:
     """OS, kernel, CPU, memory, disks, NICs, systemd, NVIDIA driver, CUDA, GPUs, PCI devices."""
+    from agentctl.ctl.facts import select_families
+
     st = state()
     families = select_families(family)
     hosts = select_hosts(st, rerun_failed)
@@ -68,6 +72,7 @@ def facts_task(
     store: Store, families: Mapping[str, FactFamily], deadline: float
 ) -> Callable[[Connector, Host], TaskOutput]:
     """Gather, store, and report one host's facts; a parser problem is not a failure."""
+    from agentctl.ctl.facts import gather_facts
 
     def task(conn: Connector, host: Host) -> TaskOutput:
         gathered = gather_facts(conn, families, timeout=deadline)
@@ -80,6 +85,8 @@ def facts_task(
 
 
 def node_record(host: Host) -> NodeRecord:
+    from agentctl.collectors.store import NodeRecord
+
     return NodeRecord(
         name=host.name,
         address=host.address,

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from agentctl.ctl.cli.output import recap_table
 from agentctl.ctl.cli.state import State
-from agentctl.ctl.connect import Connections
-from agentctl.ctl.connector import Connector
 from agentctl.ctl.errors import UsageError
 from agentctl.ctl.fanout import FanoutOptions, TaskOutput
-from agentctl.ctl.inventory import Host
-from agentctl.ctl.runner import RunReport, run_recorded
+
+if TYPE_CHECKING:  # SSH (paramiko) and the store (SQLAlchemy) load when a command runs
+    from agentctl.ctl.connect import Connections
+    from agentctl.ctl.connector import Connector
+    from agentctl.ctl.inventory import Host
+    from agentctl.ctl.runner import RunReport
 
 Forks = Annotated[
     int | None, typer.Option("--forks", "-f", min=1, help="Parallel hosts (default: derived).")
@@ -89,6 +91,9 @@ def execute(
 ) -> RunReport:
     """One recorded fan-out pass, rendered. `host_progress=False` when the task shows its own
     (per-step) progress: a terminal holds one live display at a time."""
+    from agentctl.ctl.connect import Connections
+    from agentctl.ctl.runner import run_recorded
+
     conns = conns or Connections(st.settings(), st.inventory())
     for warning in conns.warnings:
         st.output.warn(warning)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -11,11 +11,13 @@ from rich.table import Table
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.output import esc, plain
 from agentctl.ctl.cli.state import State
-from agentctl.ctl.connect import Connections, is_local
 from agentctl.ctl.errors import AgentctlError, ExitCode, HostKeyError
 from agentctl.ctl.fanout import default_forks
-from agentctl.ctl.inventory import Host
-from agentctl.ctl.ssh.trust import HopKey, probe_chain, record
+
+if TYPE_CHECKING:  # SSH (paramiko) loads when a command runs
+    from agentctl.ctl.connect import Connections
+    from agentctl.ctl.inventory import Host
+    from agentctl.ctl.ssh.trust import HopKey
 
 app = typer.Typer(
     help="Trust and list SSH host keys (agentctl's own known_hosts).", no_args_is_help=True
@@ -36,6 +38,9 @@ def trust(
     A changed key is never replaced here: it is reported (exit 5) until the old entry is removed
     by hand. Jump hosts are trusted first, then the hosts behind them.
     """
+    from agentctl.ctl.connect import Connections, is_local
+    from agentctl.ctl.ssh.trust import record
+
     st = state()
     selected = [h for h in st.select(hosts) if not is_local(h)]
     conns = Connections(st.settings(), st.inventory())
@@ -140,6 +145,8 @@ def _confirm(
 def _probe_all(
     conns: Connections, hosts: list[Host], forks: int | None
 ) -> list[tuple[Host, list[HopKey] | AgentctlError]]:
+    from agentctl.ctl.ssh.trust import probe_chain
+
     def one(host: Host) -> tuple[Host, list[HopKey] | AgentctlError]:
         try:
             target = conns.target(host)
@@ -170,6 +177,8 @@ def _row(host: Host, k: HopKey, what: str) -> dict[str, str]:
 @app.command("list")
 def list_keys() -> None:
     """Each selected host's trust state, from the known_hosts file alone (no network)."""
+    from agentctl.ctl.connect import Connections, is_local
+
     st = state()
     conns = Connections(st.settings(), st.inventory())
     rows: list[dict[str, Any]] = []

@@ -10,11 +10,12 @@ import contextlib
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from agentctl.ctl import __version__
+from agentctl.ctl.cli.lazy import LazyCommand, LazyGroup
 from agentctl.ctl.cli.output import Output
 from agentctl.ctl.cli.state import State
 from agentctl.ctl.errors import AgentctlError, ExitCode
@@ -24,6 +25,104 @@ EPILOG = (
     "5 host key or auth refused, 6 verification failed, 130 interrupted."
 )
 
+
+def _cmd(module: str, attr: str, help: str, **context_settings: Any) -> LazyCommand:
+    return LazyCommand(f"agentctl.ctl.cli.{module}", attr, help, context_settings or None)
+
+
+# Every command, in `agentctl --help` order; a module is imported only when its command runs.
+# `help` is the listing's line: the first sentence of the command's own help (a test keeps
+# them equal).
+COMMANDS: dict[str, LazyCommand] = {
+    "watch": _cmd(
+        "dashboard_cmd", "watch", "The terminal dashboard: fleet, nodes, serving; `?` for keys."
+    ),
+    "export": _cmd(
+        "export_cmd",
+        "export_cmd",
+        "Export for SIEM and CMDB: JSON Lines with a header and a count+sha256 trailer.",
+    ),
+    "run": _cmd(
+        "run_cmd",
+        "run",
+        "Run one command on the selected hosts, in parallel, and record the run.",
+        allow_interspersed_args=False,
+    ),
+    "facts": _cmd(
+        "facts_cmd",
+        "facts",
+        "OS, kernel, CPU, memory, disks, NICs, systemd, NVIDIA driver, CUDA, GPUs, PCI devices.",
+    ),
+    "nodes": _cmd(
+        "nodes_cmd",
+        "nodes",
+        "Every known node with its latest facts: OS, kernel, driver, GPUs, last seen.",
+    ),
+    "demo": _cmd(
+        "demo_cmd",
+        "demo",
+        "Start a local fleet of sshd nodes, trust them, gather facts, provision and deploy the "
+        "serving stack (KV-aware router + simulated workers) from an offline bundle, send agent "
+        "sessions through the router, and show it all.",
+    ),
+    "collect": _cmd(
+        "collect_cmd",
+        "collect",
+        "Collect GPU (nvidia-smi), Xid (kernel log) and serving (/metrics over SSH) telemetry "
+        "into the store.",
+    ),
+    "provision": _cmd(
+        "playbook_cmd",
+        "provision",
+        "Packages, driver pin, user, directories, and the agentctl serving package on nodes.",
+    ),
+    "deploy": _cmd(
+        "playbook_cmd",
+        "deploy",
+        "The router on router nodes and engine workers on worker nodes, health-checked.",
+    ),
+    "lifecycle": _cmd(
+        "playbook_cmd",
+        "lifecycle",
+        "Run one lifecycle phase's playbook (NVIDIA's fleet lifecycle).",
+    ),
+    "drain": _cmd(
+        "playbook_cmd",
+        "drain",
+        "Stop routing new requests to NODE's workers on every router; in-flight ones finish.",
+    ),
+    "undrain": _cmd("playbook_cmd", "undrain", "Route new requests to NODE's workers again."),
+    "inventory": _cmd("inventory_cmd", "app", "Validate and show the inventory."),
+    "hosts": _cmd("hosts_cmd", "app", "Trust and list SSH host keys (agentctl's own known_hosts)."),
+    "runs": _cmd("runs_cmd", "app", "Recorded runs and their per-host results."),
+    "config": _cmd("config_cmd", "app", "Settings and paths."),
+    "bench": _cmd("bench_cmd", "app", "Benchmarks (run on demand, not in the test suite)."),
+    "serve": _cmd(
+        "serve_cmd", "app", "Run the bundled serving stack (router, simulated engine workers)."
+    ),
+    "bundle": _cmd(
+        "bundle_cmd",
+        "app",
+        "Air-gapped bundles: wheels, playbooks, apt packages and cloud-init seeds, signed.",
+    ),
+    "metrics": _cmd(
+        "metrics_cmd",
+        "app",
+        "The fleet's latest telemetry as Prometheus metrics (dcgm-exporter and vLLM names).",
+    ),
+    "diag": _cmd("diag_cmd", "app", "Diagnostics: L1 health, L2 evidence bundles, reboot causes."),
+    "dashboard": _cmd("dashboard_cmd", "dashboard_app", "The web dashboard."),
+    "users": _cmd("dashboard_cmd", "users_app", "Dashboard users and API tokens."),
+    "playbook": _cmd(
+        "playbook_cmd", "app", "Run playbooks (the lifecycle phases are also top-level commands)."
+    ),
+}
+
+
+class RootGroup(LazyGroup):
+    LAZY = COMMANDS
+
+
 app = typer.Typer(
     name="agentctl",
     help="Ops and diagnostics for GPU inference fleets serving coding agents.",
@@ -32,6 +131,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    cls=RootGroup,
 )
 
 _STATE = State()
@@ -82,57 +182,6 @@ def root(
     _STATE.verbose = verbose
     _STATE.config_file = config
     _STATE.output = Output(json_mode=_STATE.json, verbose=verbose)
-
-
-def _register() -> None:
-    from agentctl.ctl.cli import (
-        bench_cmd,
-        bundle_cmd,
-        collect_cmd,
-        config_cmd,
-        dashboard_cmd,
-        demo_cmd,
-        diag_cmd,
-        export_cmd,
-        facts_cmd,
-        hosts_cmd,
-        inventory_cmd,
-        metrics_cmd,
-        nodes_cmd,
-        playbook_cmd,
-        run_cmd,
-        runs_cmd,
-        serve_cmd,
-    )
-
-    app.add_typer(inventory_cmd.app, name="inventory")
-    app.add_typer(hosts_cmd.app, name="hosts")
-    app.add_typer(runs_cmd.app, name="runs")
-    app.add_typer(config_cmd.app, name="config")
-    app.add_typer(bench_cmd.app, name="bench")
-    app.add_typer(serve_cmd.app, name="serve")
-    app.add_typer(bundle_cmd.app, name="bundle")
-    app.add_typer(metrics_cmd.app, name="metrics")
-    app.add_typer(diag_cmd.app, name="diag")
-    app.add_typer(dashboard_cmd.dashboard_app, name="dashboard")
-    app.add_typer(dashboard_cmd.users_app, name="users")
-    app.command("watch")(dashboard_cmd.watch)
-    app.command("export")(export_cmd.export_cmd)
-    bench_cmd.app.command("replay", context_settings=serve_cmd.PASS_THROUGH)(serve_cmd.replay)
-    app.command("run", context_settings={"allow_interspersed_args": False})(run_cmd.run)
-    app.command("facts")(facts_cmd.facts)
-    app.command("nodes")(nodes_cmd.nodes)
-    app.command("demo")(demo_cmd.demo)
-    app.command("collect")(collect_cmd.collect)
-    app.add_typer(playbook_cmd.app, name="playbook")
-    app.command("provision")(playbook_cmd.provision)
-    app.command("deploy")(playbook_cmd.deploy)
-    app.command("lifecycle")(playbook_cmd.lifecycle)
-    app.command("drain")(playbook_cmd.drain)
-    app.command("undrain")(playbook_cmd.undrain)
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,22 +13,18 @@ import threading
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from agentctl.collectors.exporter import (
-    CONTENT_TYPE,
-    DEFAULT_MAX_AGE,
-    GpuInfo,
-    gpu_info_from_facts,
-    render_exposition,
-)
-from agentctl.collectors.store import Store
-from agentctl.collectors.store.timeseries import LatestValue
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.envelope import utc_now_iso
 from agentctl.ctl.errors import AgentctlError
+
+if TYPE_CHECKING:  # the exporter and the store (SQLAlchemy) load when a command runs
+    from agentctl.collectors.exporter import GpuInfo
+    from agentctl.collectors.store import Store
+    from agentctl.collectors.store.timeseries import LatestValue
 
 app = typer.Typer(
     help="The fleet's latest telemetry as Prometheus metrics (dcgm-exporter and vLLM names).",
@@ -36,7 +32,9 @@ app = typer.Typer(
 )
 
 DEFAULT_PORT = 9400  # dcgm-exporter's
-DEFAULT_MAX_AGE_S = DEFAULT_MAX_AGE.total_seconds()
+#: the exporter's DEFAULT_MAX_AGE in seconds, here for `--help`, which must not import the
+#: exporter (tests/cli/test_startup.py keeps the two equal)
+DEFAULT_MAX_AGE_S = 300.0
 
 MaxAge = Annotated[
     float,
@@ -48,6 +46,8 @@ MaxAge = Annotated[
 
 def snapshot(store: Store, max_age: timedelta) -> tuple[datetime, list[LatestValue], str]:
     """(now, the fresh latest values, their exposition) read from the store once."""
+    from agentctl.collectors.exporter import gpu_info_from_facts, render_exposition
+
     now = datetime.now(UTC)
     latest = store.fleet_now(("gpu", "serving."), max_age=max_age, now=now)
     info: dict[str, dict[int, GpuInfo]] = {}
@@ -78,6 +78,8 @@ def show(max_age: MaxAge = DEFAULT_MAX_AGE_S) -> None:
 
 def make_server(store: Store, host: str, port: int, max_age: timedelta) -> ThreadingHTTPServer:
     """A threaded HTTP server for /metrics and /health (not started)."""
+    from agentctl.collectors.exporter import CONTENT_TYPE
+
     lock = threading.Lock()  # one store query at a time: scrapes are rare and cheap
 
     class Handler(BaseHTTPRequestHandler):

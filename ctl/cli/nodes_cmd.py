@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
 
-from agentctl.collectors.store import NodeView
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.output import esc, plain
 from agentctl.ctl.envelope import utc_now_iso
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) loads when a command runs
+    from agentctl.collectors.store import NodeView
 
 
 def node_dict(n: NodeView) -> dict[str, Any]:

@@ -11,17 +11,19 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from agentctl.ctl.envelope import dumps, envelope
 from agentctl.ctl.errors import AgentctlError
-from agentctl.ctl.fanout import HostOutcome, Recap, Status
+from agentctl.ctl.fanout import Status
+
+if TYPE_CHECKING:
+    from agentctl.ctl.fanout import HostOutcome, Recap
 
 STATUS_STYLE = {
     Status.OK: "green",
@@ -113,6 +115,14 @@ class Output:
     @contextmanager
     def progress(self, description: str, total: int) -> Iterator[Any]:
         """A rich progress bar on stderr; silent in --json mode or when stderr is no terminal."""
+        from rich.progress import (  # only a fan-out needs it, not `--help`
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         enabled = not self.json_mode and self.err.is_terminal and total > 1
         progress = Progress(
             TextColumn("[bold]{task.description}"),

@@ -33,16 +33,15 @@ from agentctl.ctl.cli.fanout_cmd import (
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.output import StepProgress
 from agentctl.ctl.cli.state import State
-from agentctl.ctl.connect import Connections
 from agentctl.ctl.errors import PlaybookError, UsageError
 from agentctl.ctl.fanout import Status
-from agentctl.ctl.inventory import Host
-from agentctl.ctl.playbook import OPERATIONS, Playbook, PlaybookRunner, inventory_context
-from agentctl.ctl.playbook import load_playbook as _load
-from agentctl.ctl.runner import RunReport
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the playbook engine (Jinja2), SSH and the store load when a command runs
     from agentctl.ctl.bundle import VerifiedBundle
+    from agentctl.ctl.connect import Connections
+    from agentctl.ctl.inventory import Host
+    from agentctl.ctl.playbook import Playbook, PlaybookRunner
+    from agentctl.ctl.runner import RunReport
 
 PHASES = ("receive", "provision", "deploy", "monitor", "maintenance", "incident", "decommission")
 
@@ -78,6 +77,9 @@ def playbook_dir() -> Path:
 
 
 def load_playbook(name_or_path: str) -> Playbook:
+    from agentctl.ctl.playbook import OPERATIONS
+    from agentctl.ctl.playbook import load_playbook as _load
+
     p = Path(name_or_path)
     if not p.suffix:
         p = playbook_dir() / f"{name_or_path}.yml"
@@ -118,6 +120,9 @@ def run_playbook(
 ) -> RunReport:
     """Plan (and unless --check, confirm and apply) `playbook` on `hosts`. `emit=False` leaves
     the JSON envelope to the caller (a command made of several passes prints one)."""
+    from agentctl.ctl.connect import Connections
+    from agentctl.ctl.playbook import PlaybookRunner, inventory_context
+
     inv = st.inventory()
     hostvars, groups = inventory_context(inv)
     conns = Connections(st.settings(), inv)

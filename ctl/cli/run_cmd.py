@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,11 +20,12 @@ from agentctl.ctl.cli.fanout_cmd import (
 )
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.output import esc
-from agentctl.ctl.connect import Connections
-from agentctl.ctl.connector import Connector
 from agentctl.ctl.errors import UsageError
 from agentctl.ctl.fanout import Status, TaskOutput
-from agentctl.ctl.inventory import Host
+
+if TYPE_CHECKING:
+    from agentctl.ctl.connector import Connector
+    from agentctl.ctl.inventory import Host
 
 
 def run(
@@ -45,6 +46,8 @@ def run(
     rerun_failed: RerunFailed = None,
 ) -> None:
     """Run one command on the selected hosts, in parallel, and record the run."""
+    from agentctl.ctl.connect import Connections
+
     st = state()
     argv = list(command or [])
     if not argv and rerun_failed is not None:

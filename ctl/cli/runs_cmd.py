@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from agentctl.collectors.store import RunRecord
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.output import esc, plain
 from agentctl.ctl.envelope import utc_now_iso
 from agentctl.ctl.errors import UsageError
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) loads when a command runs
+    from agentctl.collectors.store import RunRecord
 
 app = typer.Typer(help="Recorded runs and their per-host results.", no_args_is_help=True)
 

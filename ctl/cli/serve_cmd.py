@@ -1,8 +1,9 @@
-"""`agentctl serve router|worker ...` and `agentctl bench replay ...`: the serving stack.
+"""`agentctl serve router|worker ...`: the serving stack.
 
 The serving package stands alone (a node runs it without the control plane), so these commands
 start `python -m agentctl.serving` as a child process and pass the arguments through, rather
-than importing it: the same program the deploy step installs as a service.
+than importing it: the same program the deploy step installs as a service. `agentctl bench
+replay` (bench_cmd) starts it the same way, with its options spelled out.
 """
 
 from __future__ import annotations
@@ -39,9 +40,3 @@ def router(ctx: typer.Context) -> None:
 def worker(ctx: typer.Context) -> None:
     """A simulated engine worker (see `agentctl serve worker --help`)."""
     run_serving(["worker", *ctx.args])
-
-
-def replay(ctx: typer.Context) -> None:
-    """Replay a Mooncake or WEKA Claude Code trace through every routing policy, with ratios
-    against round-robin (see `agentctl bench replay --help`)."""
-    run_serving(["bench", "replay", *ctx.args])

@@ -1,16 +1,20 @@
 """Per-invocation state shared by commands: global options, and lazily loaded settings,
-inventory and store (a command that needs none of them never touches the disk)."""
+inventory and store (a command that needs none of them never touches the disk, nor imports
+pydantic-settings or SQLAlchemy)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agentctl.collectors.store import Store
 from agentctl.ctl.cli.output import Output
 from agentctl.ctl.errors import UsageError
-from agentctl.ctl.inventory import Host, Inventory, inventory_from_list, load_inventory
-from agentctl.ctl.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # imported where first used: `agentctl --help` loads no settings or store
+    from agentctl.collectors.store import Store
+    from agentctl.ctl.inventory import Host, Inventory
+    from agentctl.ctl.settings import Settings
 
 
 @dataclass
@@ -27,11 +31,15 @@ class State:
 
     def settings(self) -> Settings:
         if self._settings is None:
+            from agentctl.ctl.settings import load_settings
+
             self._settings = load_settings(self.config_file)
         return self._settings
 
     def inventory(self) -> Inventory:
         if self._inventory is None:
+            from agentctl.ctl.inventory import inventory_from_list, load_inventory
+
             source = self.inventory_path or (
                 str(self.settings().inventory) if self.settings().inventory else None
             )
@@ -62,6 +70,8 @@ class State:
 
     def store(self) -> Store:
         if self._store is None:
+            from agentctl.collectors.store import Store
+
             s = self.settings()
             self._store = Store.open(s.effective_database_url(), output_cap=s.output_cap_bytes)
         return self._store
