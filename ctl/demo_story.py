@@ -1,6 +1,6 @@
 """What `agentctl demo` stores and says so that its dashboards tell the story: the trace replay
 as a stored comparison, collection passes spaced like a schedule, and the sentences that explain
-the numbers. Pure helpers plus two small I/O functions; `ctl/cli/demo_cmd.py` calls them.
+the numbers. Pure helpers plus two small I/O functions; `ctl/cli/demo_run.py` calls them.
 """
 
 from __future__ import annotations

@@ -6,16 +6,14 @@ import contextlib
 import getpass
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.status import Status
 from rich.table import Table
 
 from agentctl.ctl.cli.main import state
-from agentctl.ctl.cli.output import Output, esc, plain
+from agentctl.ctl.cli.output import BuildProgress, esc, plain
 from agentctl.ctl.cli.state import State
 from agentctl.ctl.errors import UsageError
 
@@ -26,33 +24,6 @@ app = typer.Typer(
     help="Air-gapped bundles: wheels, playbooks, apt packages and cloud-init seeds, signed.",
     no_args_is_help=True,
 )
-
-
-class _Progress:
-    """Build phases as lines on stderr; pip's output as a live status line on a terminal."""
-
-    def __init__(self, output: Output, status: Status | None) -> None:
-        self.output = output
-        self.status = status
-
-    def step(self, message: str) -> None:
-        self.output.info(f"[bold]bundle:[/bold] {esc(message)}")
-        if self.status is not None:
-            self.status.update(esc(message))
-
-    def line(self, text: str) -> None:
-        self.output.debug(text)
-        if self.status is not None:
-            self.status.update(f"[dim]{esc(text[:120])}[/dim]")
-
-
-@contextlib.contextmanager
-def _progress(output: Output) -> Iterator[_Progress]:
-    if output.json_mode or not output.err.is_terminal:
-        yield _Progress(output, None)
-        return
-    with output.err.status("bundle: starting") as status:
-        yield _Progress(output, status)
 
 
 def _seeds(st: State, inventory: str | None, ssh_pubkey: Path | None) -> list[SeedHost]:
@@ -187,7 +158,7 @@ def build(
         force=force,
         tar=tar,
     )
-    with _progress(st.output) as progress:
+    with BuildProgress(st.output) as progress:
         result = build_bundle(options, progress)
     summary = result.summary()
     st.output.emit(summary, schema="agentctl.bundle.build/1")

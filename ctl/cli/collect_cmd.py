@@ -46,7 +46,9 @@ def collect(
     chosen = st.select(hosts)
     store = st.store()
     conns = Connections(st.settings(), st.inventory())
-    collector = Collector(timeout=timeout, store=store)
+    # the pass spacing is stored with the samples (`collect.interval_s`): the dashboards
+    # judge staleness by it; a one-off pass (cron, by hand) has no spacing to record
+    collector = Collector(timeout=timeout, store=store, interval_s=None if once else interval)
     got: dict[str, HostCollection] = {}
 
     task = store_task(collector, store, got)

@@ -74,6 +74,11 @@ def show(max_age: MaxAge = DEFAULT_MAX_AGE_S) -> None:
     if not st.output.json_mode:
         sys.stdout.write(text)
         sys.stdout.flush()
+    if not latest:
+        from agentctl.ctl.cli.hints import empty_store
+
+        empty_store(st, f"samples newer than {max_age:g}s",
+                    "`agentctl -i INVENTORY collect` gathers them")  # fmt: skip
 
 
 def make_server(store: Store, host: str, port: int, max_age: timedelta) -> ThreadingHTTPServer:

@@ -59,3 +59,7 @@ def nodes() -> None:
     views = st.store().list_nodes()
     st.output.emit({"nodes": [node_dict(n) for n in views]}, schema="agentctl.nodes/1")
     st.output.print(fleet_table(views))
+    if not views:
+        from agentctl.ctl.cli.hints import empty_store
+
+        empty_store(st, "nodes", "`agentctl -i INVENTORY facts` records them")

@@ -189,12 +189,20 @@ class StepProgress:
         self.steps = steps
         self.seen: dict[str, set[object]] = {h: set() for h in hosts}
         self.width = max((len(h) for h in hosts), default=4)
-        self._bars: Progress | None = None
+        self._bars: Any = None  # a rich Progress, on a terminal
         self._ids: dict[str, Any] = {}
 
     def __enter__(self) -> StepProgress:
         out = self.output
         if not out.json_mode and out.err.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
             self._bars = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),

@@ -52,6 +52,10 @@ def list_runs(
             plain((r.command or "")[:60]),
         )
     st.output.print(table)
+    if not runs:
+        from agentctl.ctl.cli.hints import empty_store
+
+        empty_store(st, "runs", "every fan-out command (run, facts, provision, ...) records one")
 
 
 @app.command("show")

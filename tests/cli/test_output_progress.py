@@ -58,3 +58,17 @@ def test_copyable_lines_are_never_wrapped(capsys, monkeypatch):
     err = capsys.readouterr().err.splitlines()
     assert err == ["The demo's store (copy these):", "  " + long,
                    f"a note with a path in it: {long}"]  # fmt: skip
+
+
+def test_an_empty_store_says_which_store_and_how_to_fill_it(cli, agentctl_env):
+    for argv, what in ((["nodes"], "no nodes in sqlite:///"), (["runs", "list"], "no runs in"),
+                       (["metrics", "show"], "no samples newer than")):  # fmt: skip
+        res = cli(*argv)
+        assert res.code == 0 and what in res.stderr, res.stderr
+        assert "demo" not in res.stderr
+        assert cli("--json", *argv).stderr == ""  # --json: the envelope only
+    demo_db = agentctl_env / "xdg_state_home" / "agentctl" / "demo" / "agentctl.db"
+    demo_db.parent.mkdir(parents=True)
+    demo_db.touch()
+    res = cli("nodes")
+    assert f"  export AGENTCTL_DATABASE_URL=sqlite:///{demo_db}" in res.stderr.splitlines()

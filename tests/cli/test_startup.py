@@ -123,19 +123,7 @@ def _passes_through(cmd: _click.Command) -> bool:
     return cmd.context_settings.get("help_option_names") == []
 
 
-DEMO_IMPORTS = (
-    "ctl/cli/demo_cmd.py imports at module level httpx, agentctl.ctl.collect and "
-    "agentctl.ctl.runner (SQLAlchemy), agentctl.ctl.connect and agentctl.ctl.ssh.trust "
-    "(paramiko): to be moved into the functions that use them"
-)
-
-
-DEMO_XFAIL = pytest.mark.xfail(raises=HeavyImport, strict=True, reason=DEMO_IMPORTS)
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=DEMO_XFAIL) if n == "demo" else n for n in COMMANDS]
-)
+@pytest.mark.parametrize("name", list(COMMANDS))
 def test_command_help_prints_usage_and_imports_nothing_heavy(agentctl_env, name):
     """`agentctl NAME --help` (and for a group each `agentctl NAME SUB --help`) exits 0 with
     its usage, and loads no heavy library: a command imports those when it runs."""
