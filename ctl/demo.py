@@ -152,6 +152,10 @@ def stop_leftovers(root: Path) -> list[str]:
 
 #: the demo's serving stack: fast simulated engines with small caches, two workers per node
 DEMO_SERVING_VARS = {
+    # Everything installs under the demo directory as the login user, so nothing needs root:
+    # the playbooks' `become: true` tasks run without sudo (a connection variable beats the
+    # keyword), and a non-root user runs the demo as root does.
+    "ansible_become": False,
     "agentctl_time_scale": 0.05,
     "agentctl_worker_engine": {"capacity_blocks": 4096},
     "agentctl_workers": 2,
