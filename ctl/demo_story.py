@@ -20,6 +20,12 @@ from agentctl.ctl.inventory import Host
 REPLAY_KIND = "serving_replay"  # dashboard/readmodel.py reads this kind
 #: policy fields kept in the store (the bench's whole per-policy document, minus host noise)
 _DROP = ("measured", "cpu_s", "wall_s")
+#: the stored timeline's bounds (the bench caps it already; a stored document stays small
+#: whatever produced it) and the per-window series it keeps
+TIMELINE_WINDOWS = 40
+TIMELINE_WORKERS = 16
+_LINE_KEYS = ("requests", "prompt_tokens", "cached_tokens", "hit_rate", "ttft_ms_p50",
+              "ttft_ms_p90")  # fmt: skip
 #: the demo's replayed GPUs: the last worker node carries the recorded Xid, the others none
 REPLAY_SETS = ("h100", "h100-xid48")
 
@@ -42,6 +48,8 @@ def replay_document(
         for p in bench.get("policies") or []
         if isinstance(p, Mapping)
     ]
+    for p in policies:
+        p["timeline"] = bounded_timeline(p.get("timeline"))
     scale = next(
         (
             p.get("extra", {}).get("time_scale")
@@ -62,6 +70,50 @@ def replay_document(
         "policies": policies,
     }
     return title, data
+
+
+def _line(raw: Any, windows: int) -> dict[str, list[float | None]] | None:
+    if not isinstance(raw, Mapping):
+        return None
+    out: dict[str, list[float | None]] = {}
+    for key in _LINE_KEYS:
+        vals = raw.get(key)
+        vals = vals[:windows] if isinstance(vals, list) else []
+        out[key] = [_number(v) for v in vals] + [None] * (windows - len(vals))
+    return out
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float) or v != v:
+        return None
+    return v if isinstance(v, int) else round(v, 4)
+
+
+def bounded_timeline(raw: Any) -> dict[str, Any] | None:
+    """A bench result's `timeline` as stored: at most `TIMELINE_WINDOWS` windows and
+    `TIMELINE_WORKERS` workers, known series only, numbers rounded, None where it is missing
+    or malformed (an older bench without one)."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("fleet"), Mapping):
+        return None
+    t0, width = raw.get("t0_s"), raw.get("window_s")
+    if not isinstance(t0, int | float) or not isinstance(width, int | float) or width <= 0:
+        return None
+    fleet = raw["fleet"]
+    n = min(TIMELINE_WINDOWS, len(fleet.get("requests") or []))
+    got = raw.get("workers")
+    workers = list(got.items()) if isinstance(got, Mapping) else []
+    lines = {str(w): _line(v, n) for w, v in workers[:TIMELINE_WORKERS]}
+    omitted = raw.get("workers_omitted")
+    return {
+        "basis": str(raw.get("basis") or "first token"),
+        "t0_s": float(t0),
+        "window_s": float(width),
+        "windows": n,
+        "fleet": _line(fleet, n),
+        "workers": {w: line for w, line in lines.items() if line is not None},
+        "workers_omitted": (int(omitted) if isinstance(omitted, int) else 0)
+        + max(0, len(workers) - TIMELINE_WORKERS),
+    }
 
 
 def store_replay(

@@ -227,6 +227,47 @@ class WorkerRow:
     requests: float | None = None  # first tokens over the serving page's range
 
 
+#: (x, y) points of a line over trace seconds; None leaves a gap
+XYPoints = list[tuple[float, float | None]]
+
+
+@dataclass(frozen=True)
+class TimelineLine:
+    """One line of a replay's timeline (a worker's or the fleet's), one value per window;
+    None where the window had no requests (a gap, not a zero)."""
+
+    requests: tuple[int, ...]
+    hit_rate: tuple[float | None, ...]
+    ttft_p50_ms: tuple[float | None, ...]
+    ttft_p90_ms: tuple[float | None, ...]
+
+
+@dataclass(frozen=True)
+class ReplayTimeline:
+    """A policy's replay in windows of trace time (seconds from the replay's start; wall time
+    over the time scale in live mode): window i covers [t0_s + i * window_s, + window_s).
+    Each completed request counts in the window of its first token (`basis`)."""
+
+    t0_s: float
+    window_s: float
+    fleet: TimelineLine
+    workers: dict[str, TimelineLine] = field(default_factory=dict)
+    basis: str = "first token"
+
+    @property
+    def end_s(self) -> float:
+        return self.t0_s + self.window_s * len(self.fleet.requests)
+
+    def points(self, attr: str, worker: str | None = None, factor: float = 1.0) -> XYPoints:
+        """(window middle, value x factor) of the fleet's line or `worker`'s."""
+        line = self.fleet if worker is None else self.workers.get(worker)
+        if line is None:
+            return []
+        vals: tuple[float | None, ...] = getattr(line, attr)
+        return [(self.t0_s + self.window_s * (i + 0.5), None if v is None else v * factor)
+                for i, v in enumerate(vals)]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class PolicyResult:
     """One routing policy of the stored trace replay (client-side, trace-time figures)."""
@@ -242,6 +283,8 @@ class PolicyResult:
     imbalance: float | None
     #: worker -> share of the prompt tokens it prefilled (0..1)
     prefill_share: dict[str, float] = field(default_factory=dict)
+    #: the run over time (None: a replay stored before the bench had a timeline)
+    timeline: ReplayTimeline | None = None
 
 
 @dataclass(frozen=True)
@@ -265,6 +308,34 @@ class ReplayComparison:
             v = getattr(p, attr)
             out.append((p.policy, None if v is None else float(v) * factor))
         return out
+
+    @property
+    def has_timeline(self) -> bool:
+        return any(p.timeline is not None and p.timeline.fleet.requests for p in self.policies)
+
+    def timeline_span(self) -> tuple[float, float]:
+        """(start, end) in trace seconds covering every policy's windows: one x axis for all."""
+        tls = [p.timeline for p in self.policies if p.timeline is not None]
+        if not tls:
+            return 0.0, 1.0
+        return min(t.t0_s for t in tls), max(t.end_s for t in tls)
+
+    def window_label(self) -> str:
+        """The policies' window lengths, e.g. "5 s" (or "5 s / 10 s" when they differ)."""
+        widths = dict.fromkeys(f"{p.timeline.window_s:g} s" for p in self.policies if p.timeline)
+        return " / ".join(widths) or "-"
+
+    def timeline_workers(self) -> tuple[str, ...]:
+        """Workers with a line in any policy's timeline, first seen first, at most
+        `MAX_TIMELINE_WORKERS` (the charts' small multiples)."""
+        names = dict.fromkeys(w for p in self.policies if p.timeline for w in p.timeline.workers)
+        return tuple(names)[:MAX_TIMELINE_WORKERS]
+
+    def timeline_lines(self, attr: str, worker: str | None = None,
+                       factor: float = 1.0) -> list[tuple[str, XYPoints]]:  # fmt: skip
+        """(policy, points) per policy that has a timeline: the lines of one chart."""
+        return [(p.policy, p.timeline.points(attr, worker, factor))
+                for p in self.policies if p.timeline is not None]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -509,6 +580,8 @@ class ReadModel:
 
 
 MAX_WORKER_CHARTS = 12
+#: per-worker small multiples of the replay's timeline on the serving page
+MAX_TIMELINE_WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -595,6 +668,7 @@ def replay_comparison(data: dict[str, Any], at: datetime, title: str) -> ReplayC
                 e2e_p50_ms=_num(p, "e2e_ms", "p50"),
                 imbalance=_num(p, "imbalance"),
                 prefill_share={k: v / total for k, v in sorted(counts.items())} if total else {},
+                timeline=replay_timeline(p.get("timeline")),
             )
         )
     by = {p.policy: p for p in policies}
@@ -606,6 +680,44 @@ def replay_comparison(data: dict[str, Any], at: datetime, title: str) -> ReplayC
         at=at, title=title, trace=str(data.get("trace") or ""), mode=str(data.get("mode") or ""),
         workers=int(_num(data, "workers") or 0), time_scale=_num(data, "time_scale"),
         policies=tuple(policies), ttft_p50_ratio=ratio,
+    )  # fmt: skip
+
+
+def _series(raw: dict[str, Any], key: str, n: int) -> tuple[float | None, ...]:
+    vals = raw.get(key)
+    vals = vals if isinstance(vals, list) else []
+    return tuple(_num({"v": v}, "v") for v in vals[:n]) + (None,) * max(0, n - len(vals))
+
+
+def _timeline_line(raw: Any, n: int) -> TimelineLine | None:
+    if not isinstance(raw, dict):
+        return None
+    return TimelineLine(
+        requests=tuple(int(v or 0) for v in _series(raw, "requests", n)),
+        hit_rate=_series(raw, "hit_rate", n),
+        ttft_p50_ms=_series(raw, "ttft_ms_p50", n),
+        ttft_p90_ms=_series(raw, "ttft_ms_p90", n),
+    )
+
+
+def replay_timeline(raw: Any) -> ReplayTimeline | None:
+    """A stored policy's `timeline` (the bench's, bounded by the demo) as a view; None when it
+    is missing or malformed (never a made-up line)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("fleet"), dict):
+        return None
+    t0, width = _num(raw, "t0_s"), _num(raw, "window_s")
+    if t0 is None or width is None or width <= 0:
+        return None
+    reqs = raw["fleet"].get("requests")
+    n = len(reqs) if isinstance(reqs, list) else 0
+    fleet = _timeline_line(raw["fleet"], n)
+    workers = raw.get("workers")
+    items = workers.items() if isinstance(workers, dict) else ()
+    lines = {str(w): _timeline_line(v, n) for w, v in items}
+    return ReplayTimeline(
+        t0_s=t0, window_s=width, fleet=fleet or TimelineLine((), (), (), ()),
+        workers={w: line for w, line in lines.items() if line is not None},
+        basis=str(raw.get("basis") or "first token"),
     )  # fmt: skip
 
 
@@ -631,10 +743,12 @@ def serving_notes(
     notes.append(engine)
     if replay is not None:
         scale = f" divided by its time_scale {replay.time_scale:g}" if replay.time_scale else ""
+        clock = "the simulator's virtual clock" if replay.mode == "sim" else f"wall time{scale}"
         notes.append(
-            "The trace replay's TTFT is measured by the client: from the router receiving the "
+            "The trace replay's TTFT (its table, bars and charts over the run) is measured by "
+            "the client: from the router receiving the "
             "request to the first streamed token, HTTP and queueing included, and reported in "
-            f"trace time (wall time{scale}), so it is comparable across runs and with the "
+            f"trace time ({clock}), so it is comparable across runs and with the "
             "simulator, not with the engine column."
         )
     counted = [(w.requests or 0.0, w) for w in workers if w.requests is not None]

@@ -25,12 +25,15 @@ from agentctl.collectors.store import EventRecord, NodeRecord, Sample, Store
 from agentctl.ctl.collect import gpu_samples, node_gpu_samples
 from agentctl.ctl.demo_story import (
     CONCENTRATION_NOTE,
+    TIMELINE_WINDOWS,
+    TIMELINE_WORKERS,
     concentration,
     replay_document,
     replay_sets,
     store_replay,
 )
-from agentctl.dashboard.readmodel import ReadModel
+from agentctl.dashboard.readmodel import ReadModel, ServingView, replay_comparison
+from agentctl.dashboard.serialize import from_json, to_json
 from agentctl.dashboard.tui import LocalSource, WatchApp, cells
 from agentctl.dashboard.tui.fleet_screen import FleetScreen
 from agentctl.dashboard.tui.serving_screen import ServingScreen
@@ -203,6 +206,69 @@ def test_serving_view_compares_policies_and_explains_the_numbers(story: Story) -
     assert "12 of 12 requests in the last 1h went to node02-w0" in notes
 
 
+def test_the_replay_timeline_reaches_the_view_per_policy_and_worker(story: Story) -> None:
+    bench = json.loads(BENCH.read_text())["data"]
+    by = {p["policy"]: p["timeline"] for p in bench["policies"]}
+    rp = story.model.serving("1h").replay
+    assert rp is not None and rp.has_timeline
+    for p in rp.policies:
+        tl, raw = p.timeline, by[p.policy]
+        assert tl is not None and tl.basis == "first token"
+        assert (tl.t0_s, tl.window_s) == (raw["t0_s"], raw["window_s"])
+        assert list(tl.fleet.requests) == raw["fleet"]["requests"]
+        assert sum(tl.fleet.requests) == p.requests
+        assert tl.fleet.hit_rate == tuple(
+            None if v is None else pytest.approx(v, abs=1e-4) for v in raw["fleet"]["hit_rate"]
+        )
+        assert set(tl.workers) == {"w0", "w1"}
+    assert rp.timeline_workers() == ("w0", "w1")
+    start, end = rp.timeline_span()
+    ends = [t["t0_s"] + t["window_s"] * t["windows"] for t in by.values()]
+    assert start == 0.0 and end == max(ends)
+    lines = dict(rp.timeline_lines("hit_rate", "w1", 100))
+    assert list(lines) == ["round-robin", "kv"]
+    w = by["kv"]["window_s"]
+    assert [x for x, _ in lines["kv"]][:2] == [w / 2, 1.5 * w]  # window middles, trace seconds
+    idle = [i for i, n in enumerate(by["kv"]["workers"]["w1"]["requests"]) if n == 0]
+    assert idle and all(lines["kv"][i][1] is None for i in idle)  # no requests: a gap, not 0 %
+    view = story.model.serving("1h")
+    assert from_json(ServingView, to_json(view)) == view  # the remote TUI gets the same lines
+
+
+def test_a_replay_stored_without_a_timeline_still_shows() -> None:
+    bench = json.loads(BENCH.read_text())["data"]
+    for p in bench["policies"]:
+        del p["timeline"]
+    _, data = replay_document(bench, trace="t.jsonl.xz", fleet_time_scale=None)
+    rp = replay_comparison(data, NOW, "old")
+    assert [p.timeline for p in rp.policies] == [None, None] and not rp.has_timeline
+    assert rp.timeline_workers() == () and rp.window_label() == "-"
+
+
+def test_the_stored_timeline_is_bounded() -> None:
+    wide = 3 * TIMELINE_WINDOWS
+    line = {"requests": [1] * wide, "prompt_tokens": [10] * wide, "cached_tokens": [5] * wide,
+            "hit_rate": [0.123456789] * wide, "ttft_ms_p50": [float("nan")] * wide,
+            "ttft_ms_p90": ["x"] * wide, "extra_series": [1] * wide}  # fmt: skip
+    workers = {f"w{i:02d}": line for i in range(TIMELINE_WORKERS + 4)}
+    good = {"t0_s": 0, "window_s": 2.0, "windows": wide, "fleet": line, "workers": workers}
+    bad = {"t0_s": 0, "window_s": -1, "fleet": line}
+    bench = {"policies": [{"policy": "kv", "timeline": good},
+                          {"policy": "round-robin", "timeline": bad}]}  # fmt: skip
+    _, data = replay_document(bench, trace="t", fleet_time_scale=None)
+    kv, rr = data["policies"]
+    tl = kv["timeline"]
+    assert tl["windows"] == TIMELINE_WINDOWS and len(tl["workers"]) == TIMELINE_WORKERS
+    assert tl["workers_omitted"] == 4
+    assert set(tl["fleet"]) == {"requests", "prompt_tokens", "cached_tokens", "hit_rate",
+                                "ttft_ms_p50", "ttft_ms_p90"}  # fmt: skip
+    assert all(len(v) == TIMELINE_WINDOWS for v in tl["fleet"].values())
+    assert tl["fleet"]["hit_rate"][0] == 0.1235 and tl["fleet"]["requests"][0] == 1
+    assert set(tl["fleet"]["ttft_ms_p50"]) == {None} and set(tl["fleet"]["ttft_ms_p90"]) == {None}
+    assert rr["timeline"] is None  # malformed: dropped, never guessed
+    assert len(json.dumps(data, allow_nan=False)) < 200_000
+
+
 def test_the_demo_helpers_store_and_explain_the_same_story() -> None:
     bench = json.loads(BENCH.read_text())["data"]
     title, data = replay_document(bench, trace="/x/weka_cc_sample6.jsonl.xz", fleet_time_scale=0.05)
@@ -243,8 +309,21 @@ def test_pages_label_replayed_gpus_and_show_host_metrics(story: Story) -> None:
         assert "measured by the client" in serving and "measured by each engine" in serving
         assert "went to node02-w0" in serving
         assert serving.count('class="chart-box" data-series="serving.') == 8
+        over = serving.split("<h3>Over the run</h3>")[1].split("</section>")[0]
+        assert "trace time in seconds from the replay's start" in over
+        assert "divided by its time_scale 0.25" in over and "windows of 5 s" in over
+        assert "TTFT here is the client's" in over and "not the fleet's" in over
+        figures = over.split('<figure class="chart-box" data-timeline=')[1:]
+        assert len(figures) == 6  # hit rate and TTFT p50: the fleet, then each of w0 and w1
+        assert sum('data-worker="w1"' in f for f in figures) == 2
+        for fig in figures:  # kv against round-robin on the same axes, both lines labelled
+            assert fig.count('data-series="kv"') == fig.count('data-series="round-robin"') == 1
+            assert ">kv</text>" in fig and ">round-robin</text>" in fig
+            assert "<polyline" in fig.split('data-series="kv"')[1].split("</g>")[0]
+            assert ">50 s</text>" in fig  # one x axis: the longer run's end
         api = c.get("/api/v1/serving", params={"range": "6h"}).json()
         assert api["data"]["range_name"] == "6h" and api["data"]["replay"]["policies"]
+        assert api["data"]["replay"]["policies"][1]["timeline"]["workers"]["w1"]["requests"]
         fleet_api = c.get("/api/v1/fleet").json()["data"]
         assert fleet_api["totals"]["replayed_gpus"] == 2
         assert {n["name"]: n["gpu_source"] for n in fleet_api["nodes"]}["node03"] == f"replay:{SET}"
@@ -282,6 +361,10 @@ def test_tui_marks_replayed_gpus_and_shows_the_replay(story: Story) -> None:
             assert isinstance(app.screen, ServingScreen)
             replay: DataTable[Text] = app.screen.query_one("#replay", DataTable)
             assert [str(r.key.value) for r in replay.ordered_rows] == ["round-robin", "kv"]
+            for policy in ("round-robin", "kv"):  # one line each, its hit rate over the run
+                spark = replay.get_cell(policy, "hit rate over the run")
+                assert set(spark.plain.strip()) <= set(cells.BLOCKS)
+                assert len(spark.plain.strip()) == 10  # the recorded replay's 10 windows
             notes = str(app.screen.query_one("#notes", Static).render())
             assert "x lower than round-robin" in notes and "measured by the client" in notes
 

@@ -324,3 +324,20 @@ def test_charts_escape_text_and_leave_gaps() -> None:
     assert "no data in this range" in charts.line_chart([], "W", label="power")
     assert [charts.level("temp", v) for v in (69.9, 70, 85, None)] == ["ok", "warn", "crit", "na"]
     assert charts.level("power", 5000) == "plain"
+
+
+def test_lines_chart_draws_each_series_on_one_axis_with_gaps_and_a_legend() -> None:
+    kv = [(2.5, 40.0), (7.5, None), (12.5, 90.0), (17.5, 95.0)]
+    rr = [(2.5, 20.0), (7.5, 30.0)]
+    svg = charts.lines_chart([("round-robin", rr), ("<kv>", kv)], "%", label="hit", x_end=20,
+                             y_max=100, highlight="<kv>")  # fmt: skip
+    assert "<kv>" not in svg and 'data-series="&lt;kv&gt;"' in svg
+    kv_group = svg.split('data-series="&lt;kv&gt;"')[1].split("</g>")[0]
+    assert kv_group.count("<circle") == 1 and kv_group.count("<polyline") == 1  # a gap at 7.5
+    assert 'class="series s1 hl"' in svg and 'class="series s0"' in svg
+    assert svg.count('class="legend series') == 2 and ">20 s</text>" in svg and ">0 s</text>" in svg
+    assert ">100</text>" in svg  # the fixed top of a percentage axis
+    # x is trace seconds: 2.5 of 0..20 is 1/8 of the plot width from its left edge (48)
+    left, plot = 48, 640 - 48 - 8
+    assert f'cx="{left + plot * 2.5 / 20:.1f}"' in kv_group
+    assert "no data" in charts.lines_chart([("kv", [(1.0, None)])], "ms")

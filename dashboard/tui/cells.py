@@ -151,9 +151,11 @@ def seen(then: datetime | None, now: datetime, stale: bool, gpu_stale: bool = Fa
     return Text(text, style=DIM)
 
 
-def spark(values: Sequence[float | None], width: int, top: float = 100.0) -> Text:
+def spark(
+    values: Sequence[float | None], width: int, top: float = 100.0, style: str | None = None
+) -> Text:
     """A block sparkline of 0..`top` values squeezed to `width` cells, each block coloured
-    by its own value's threshold; gaps (no sample) stay blank."""
+    by its own value's threshold (or all in `style`); gaps (no sample) stay blank."""
     if not values:
         return Text(" " * width)
     n, k = len(values), min(width, len(values))
@@ -168,5 +170,5 @@ def spark(values: Sequence[float | None], width: int, top: float = 100.0) -> Tex
             continue
         share = min(max(v / top, 0.0), 1.0)
         block = BLOCKS[min(len(BLOCKS) - 1, int(share * len(BLOCKS)))]
-        out.append(block, style=level(share * 100, PCT_THRESHOLDS))
+        out.append(block, style=style or level(share * 100, PCT_THRESHOLDS))
     return out

@@ -1,6 +1,7 @@
 """Serving quality per engine worker: queue depth, KV-cache usage and prefix-hit rate, TTFT
 and ITL, the numbers that say whether KV-aware routing is paying off; under it the stored
-trace replay (KV-aware against round-robin) and what the TTFT columns measure."""
+trace replay (KV-aware against round-robin, one line per policy with its hit rate over the run
+as a sparkline) and what the TTFT columns measure."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ from . import cells
 from .polled_screen import PolledScreen
 from .status_line import StatusLine
 from .table_sync import sync_rows
+
+#: cells of the replay's hit-rate sparkline (the bench keeps at most 30 windows)
+SPARK_WIDTH = 21
 
 COLUMNS = (
     ("node", 12),
@@ -41,7 +45,8 @@ REPLAY_COLUMNS = (
     ("oracle", 7),
     ("ttft p50", 9),
     ("ttft p99", 9),
-    ("prefill per worker", 40),
+    ("hit rate over the run", SPARK_WIDTH),
+    ("prefill per worker", 24),
 )
 
 
@@ -120,5 +125,16 @@ def _policy_cells(p: PolicyResult) -> list[Text]:
         cells.ratio(p.oracle_hit_rate),
         cells.seconds(None if p.ttft_p50_ms is None else p.ttft_p50_ms / 1000),
         cells.seconds(None if p.ttft_p99_ms is None else p.ttft_p99_ms / 1000),
+        _hit_spark(p),
         Text(share or cells.NONE, style="dim" if not share else ""),
     ]
+
+
+def _hit_spark(p: PolicyResult) -> Text:
+    """The policy's fleet-wide hit rate per window, 0..100 %, in one colour (a high hit rate is
+    good, so no thresholds); blank for a window without requests."""
+    tl = p.timeline
+    if tl is None or not tl.fleet.hit_rate:
+        return cells.missing()
+    style = "bold cyan" if p.policy == "kv" else "white"
+    return cells.spark(tl.fleet.hit_rate, SPARK_WIDTH, top=1.0, style=style)

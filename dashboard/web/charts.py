@@ -287,3 +287,95 @@ def bars(
                    f"{escape(fmt_num(v))}{escape(unit)}</text>")  # fmt: skip
     out.append("</svg>")
     return "".join(out)
+
+
+XY = tuple[float, float | None]  # x (trace seconds), y; None leaves a gap
+
+
+def _xy_runs(points: Sequence[XY]) -> list[list[tuple[float, float]]]:
+    runs: list[list[tuple[float, float]]] = []
+    run: list[tuple[float, float]] = []
+    for px, py in points:
+        if py is None or not math.isfinite(py):
+            if run:
+                runs.append(run)
+            run = []
+        else:
+            run.append((px, py))
+    if run:
+        runs.append(run)
+    return runs
+
+
+def lines_chart(
+    series: Sequence[tuple[str, Sequence[XY]]],
+    unit: str,
+    *,
+    label: str = "",
+    x_start: float = 0.0,
+    x_end: float | None = None,
+    x_unit: str = "s",
+    y_max: float | None = None,
+    highlight: str | None = None,
+    width: int = 640,
+    height: int = 180,
+) -> str:
+    """Several labelled lines on one numeric x axis (trace seconds, say), for comparing runs
+    on the same axes: one `series` per (name, points), drawn in its own class (`s0`, `s1`, ...;
+    `highlight` names the one in the accent colour) with a legend. A None value leaves a gap;
+    a lone value is a dot. `y_max` fixes the top of the y axis (100 for a percentage)."""
+    f = _Frame(width, height, top=18, bottom=24)
+    title = f"{label} ({unit})" if unit else label
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart lines" viewBox="0 0 {width} '
+        f'{height}" role="img" aria-label="{escape(title)}"><title>{escape(title)}</title>'
+    )
+    ys = [v for _, pts in series for _, v in pts if v is not None and math.isfinite(v)]
+    xs = [x for _, pts in series for x, _ in pts]
+    if not ys:
+        return (head + f'<text class="empty" x="{width / 2:.0f}" y="{height / 2:.0f}" '
+                'text-anchor="middle">no data</text></svg>')  # fmt: skip
+    x0 = x_start
+    x1 = x_end if x_end is not None else max(xs, default=x0 + 1.0)
+    span = x1 - x0 if x1 > x0 else 1.0
+    lo, hi = 0.0, y_max if y_max is not None else _nice_ceil(max(ys))
+    pw, ph = width - f.left - f.right, height - f.top - f.bottom
+
+    def sx(v: float) -> float:
+        return f.left + pw * min(max((v - x0) / span, 0.0), 1.0)
+
+    def sy(v: float) -> float:
+        return f.top + ph - ph * (min(max(v, lo), hi) - lo) / (hi - lo)
+
+    out = [head, f'<rect class="plot" x="{f.left}" y="{f.top}" width="{pw}" height="{ph}"/>']
+    for i in range(5):
+        v = lo + (hi - lo) * i / 4
+        out.append(f'<line class="grid" x1="{f.left}" x2="{f.left + pw}" y1="{sy(v):.1f}" '
+                   f'y2="{sy(v):.1f}"/><text class="axis" x="{f.left - 4}" y="{sy(v) + 3:.1f}" '
+                   f'text-anchor="end">{escape(fmt_num(v))}</text>')  # fmt: skip
+    for frac, anchor in ((0.0, "start"), (0.5, "middle"), (1.0, "end")):
+        tick = escape(f"{fmt_num(x0 + span * frac)} {x_unit}")
+        out.append(f'<text class="axis" x="{f.left + pw * frac:.1f}" y="{height - 8}" '
+                   f'text-anchor="{anchor}">{tick}</text>')  # fmt: skip
+    lx = f.left + pw
+    for n, (name, _) in reversed(list(enumerate(series))):  # legend, right-aligned
+        cls = f"series s{n}" + (" hl" if name == highlight else "")
+        text = escape(name)
+        out.append(f'<text class="legend {cls}" x="{lx:.0f}" y="12" '
+                   f'text-anchor="end">{text}</text>')  # fmt: skip
+        lx -= 7 * len(name) + 26
+        out.append(f'<line class="{cls}" x1="{lx + 4:.0f}" x2="{lx + 16:.0f}" y1="8" y2="8"/>')
+    for n, (name, pts) in enumerate(series):
+        cls = f"series s{n}" + (" hl" if name == highlight else "")
+        attrs = f'class="{cls}" data-series="{escape(name)}"'
+        parts = [f"<g {attrs}><title>{escape(name)}</title>"]
+        for run in _xy_runs(pts):
+            if len(run) == 1:
+                parts.append(f'<circle cx="{sx(run[0][0]):.1f}" cy="{sy(run[0][1]):.1f}" r="2"/>')
+            else:
+                coords = " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in run)
+                parts.append(f'<polyline points="{coords}"/>')
+        parts.append("</g>")
+        out.append("".join(parts))
+    out.append("</svg>")
+    return "".join(out)

@@ -108,6 +108,7 @@ def make_environment() -> Environment:
         sparkline=_markup(charts.sparkline),
         line_chart=_markup(charts.line_chart),
         bars=_markup(charts.bars),
+        lines_chart=_markup(charts.lines_chart),
         level=charts.level,
         kind_of=charts.KIND_OF_FIELD.get,
     )

@@ -3,7 +3,7 @@
 `load_workload(path, ...)` reads a Mooncake or WEKA trace into a `Workload`; `compare(workload,
 policies, workers=8)` replays it through simulated engines once per routing policy (same
 workload, same seed) and returns one `PolicyResult` each; `format_table` / `to_json` render them
-with ratios against round-robin.
+with ratios against round-robin; each result's `timeline` is the run in windows of trace time.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from agentctl.serving.bench.metrics import (
 )
 from agentctl.serving.bench.report import format_table, ratios, ratios_vs, to_json
 from agentctl.serving.bench.sim import SimOptions, compare, run_sim
+from agentctl.serving.bench.timeline import Line, Timeline, build_timeline
 from agentctl.serving.bench.traces import (
     MooncakeRequest,
     TraceFormatError,
@@ -45,6 +46,7 @@ from agentctl.serving.bench.workload import (
 __all__ = [
     "Driver",
     "LatencySummary",
+    "Line",
     "MooncakeRequest",
     "OracleCache",
     "PlannedRequest",
@@ -53,12 +55,14 @@ __all__ = [
     "Session",
     "SimOptions",
     "Spawn",
+    "Timeline",
     "TraceFormatError",
     "WekaConversation",
     "WekaRequest",
     "WekaSubagent",
     "WorkerTotals",
     "Workload",
+    "build_timeline",
     "compare",
     "detect_format",
     "format_table",

@@ -3,8 +3,8 @@
 `--mode sim` (the default) replays through simulated engines on a virtual clock, deterministic
 for `--seed`; `--mode live` starts real router and worker processes on loopback for each policy
 and replays on the wall clock at `--time-scale` (see `live.py`). Output: a table, or with
-`--json` the envelope `{ok, data, errors, meta}` with per-policy results and ratios against
-round-robin.
+`--json` the envelope `{ok, data, errors, meta}` with per-policy results (each with its
+`timeline` over the run) and ratios against round-robin.
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ The report has one row per policy:
             round-robin's TTFT p50 / p99 over the policy's: 2.00 is half the latency
             (higher is better; '-' when round-robin did not run)
 Latencies are in milliseconds of trace time in both modes. With --json: one envelope
-{ok, data, errors, meta} with these fields per policy and the ratios against round-robin."""
+{ok, data, errors, meta} with these fields per policy, the ratios against round-robin, and a
+`timeline`: the run in windows of trace time (at most 30), fleet-wide and per worker, each
+window's requests (by first token), token-weighted hit rate and TTFT p50 / p90."""
 
 
 def add_replay_args(ap: argparse.ArgumentParser) -> None:

@@ -18,6 +18,8 @@ Definitions (fixed here so that every policy, mode and run is scored the same wa
   (output tokens - 1), and the reported p50 is over requests.
 - `throughput_tok_s` is output tokens of completed requests over the span from the first arrival to
   the last finish.
+- `timeline` is the run in windows of trace time, per worker and fleet-wide (requests, hit rate
+  from the records, TTFT p50/p90): `timeline.py` defines it.
 - per-worker prefill tokens are the tokens each worker actually computed (the engine's counter,
   recomputation after preemption included; else prompt - cached from the records);
   `imbalance` is their max over their mean across all workers (1.0 = perfectly even).
@@ -28,8 +30,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING
 
 from agentctl.serving.types import BlockHash
+
+if TYPE_CHECKING:  # timeline.py imports this module (percentile, RequestRecord)
+    from agentctl.serving.bench.timeline import Timeline
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -127,6 +133,8 @@ class PolicyResult:
     cpu_s: float = field(default=0.0, compare=False)
     #: host-dependent measurements (bytes held by the index): reported, not compared
     measured: dict[str, float] = field(default_factory=dict, compare=False)
+    #: the run in windows of trace time (`timeline.py`); deterministic like the rest
+    timeline: Timeline | None = None
     #: the per-request records, when the caller asked to keep them (never in JSON)
     records: list[RequestRecord] = field(default_factory=list, compare=False, repr=False)
 
@@ -147,6 +155,7 @@ class PolicyResult:
         out["extra"] = dict(self.extra)
         out["measured"] = dict(self.measured)
         out["captured"] = self.captured
+        out["timeline"] = self.timeline.to_json() if self.timeline is not None else None
         return out
 
 
@@ -168,7 +177,9 @@ def summarize(
     With the engines' `totals`, the hit rate and per-worker prefill tokens are the engines' own
     counters: a request preempted mid-prefill and re-admitted then counts its first admission's
     hits only (its re-admission finds its own blocks cached), and recomputation counts as work.
-    Without them both are derived from the records."""
+    Without them both are derived from the records. The timeline always is."""
+    from agentctl.serving.bench.timeline import build_timeline  # a cycle at module level
+
     done: list[RequestRecord] = []
     rejected = 0
     records = list(records)
@@ -223,6 +234,7 @@ def summarize(
         wall_s=wall_s,
         cpu_s=cpu_s,
         measured=dict(measured or {}),
+        timeline=build_timeline(records, workers=workers),
         records=records if keep_records else [],
     )
 

@@ -112,4 +112,7 @@ def test_the_replay_comparison_is_stored_for_the_serving_page(demo: dict) -> Non
         policies = {p["policy"]: p for p in record.data["policies"]}
         assert set(policies) == {"kv", "round-robin"}
         assert all(p["completed"] > 0 and 0 < p["hit_rate"] <= 1 for p in policies.values())
+        for p in policies.values():  # the run over time, per worker, for the serving page
+            assert sum(p["timeline"]["fleet"]["requests"]) == p["completed"]
+            assert set(p["timeline"]["workers"]) == {"w0", "w1"}
         assert record.data["time_scale"] == 0.25 and record.data["fleet_time_scale"] == 0.05
