@@ -98,7 +98,10 @@ The report has one row per policy:
   x p50, x p99
             round-robin's TTFT p50 / p99 over the policy's: 2.00 is half the
             latency (higher is better; '-' when round-robin did not run)
-Latencies are in milliseconds of trace time in both modes.
+Latencies are in milliseconds of trace time in both modes. With --json each policy
+also carries a `timeline`: per window of trace time, fleet-wide and per worker,
+requests, token-weighted hit rate and TTFT p50/p90 (the web dashboard's serving page
+charts the demo's replay from it).
 
 \b
 Try it in a clone on the slice agentctl ships (six Claude Code conversations):
