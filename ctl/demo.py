@@ -147,7 +147,23 @@ def stop_leftovers(root: Path) -> list[str]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             stopped.append(f"sshd {pid_file.parent.name}")
+            _wait_gone(pid)
     return stopped
+
+
+def _wait_gone(pid: int, timeout_s: float = 5.0) -> None:
+    """Until `pid` has exited (its listener closed), at most `timeout_s`."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:  # a zombie (exited, its parent not yet reaping) has closed its sockets too
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state == "Z":
+            return
+        time.sleep(0.05)
 
 
 #: the demo's serving stack: fast simulated engines with small caches, two workers per node

@@ -143,3 +143,61 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path, demo_env):
         host, port = url.removeprefix("http://").split(":")
         with pytest.raises(OSError), socket.create_connection((host, int(port)), timeout=1):
             pass
+
+
+def test_two_demo_directories_never_share_an_address_or_a_port(tmp_path):
+    """Two demos at once (or a demo beside the test suite): each directory gets its own
+    loopback block (never 127.0.0.x, the suite's) and ports probed free on it."""
+    import yaml
+
+    from agentctl.ctl.demo import start_demo_fleet
+
+    fleets = []
+    try:
+        for name in ("a", "b"):
+            fleets.append(start_demo_fleet(tmp_path / name, 2))
+        listeners: set[tuple[str, int]] = set()
+        for demo in fleets:
+            doc = yaml.safe_load(demo.inventory_path.read_text())
+            for hv in doc["all"]["hosts"].values():
+                address = hv["ansible_host"]
+                assert not address.startswith("127.0.0.") or demo.mode == "local"
+                ports = [hv["agentctl_router_port"]]
+                ports += [hv["agentctl_worker_base_port"] + i for i in range(2)]
+                ports += [hv["agentctl_events_base_port"] + i for i in range(4)]
+                if demo.mode == "sshd":
+                    ports.append(hv["ansible_port"])
+                for port in ports:
+                    assert (address, port) not in listeners
+                    listeners.add((address, port))
+        if all(d.mode == "sshd" for d in fleets):
+            first = {n.address for n in fleets[0].fleet.nodes}  # type: ignore[union-attr]
+            assert first.isdisjoint(n.address for n in fleets[1].fleet.nodes)  # type: ignore[union-attr]
+    finally:
+        for demo in fleets:
+            demo.stop()
+
+
+def test_a_demo_stops_what_a_killed_demo_left_in_its_directory(tmp_path):
+    """A demo killed with SIGKILL cannot clean up; the next one in the same directory stops
+    the sshd nodes the first left behind (and their services, when it had deployed any)."""
+    from agentctl.ctl.demo import start_demo_fleet
+    from agentctl.ctl.fleet import find_sshd
+
+    if find_sshd() is None:
+        pytest.skip("sshd not installed")
+    first = start_demo_fleet(tmp_path / "d", 1)
+    assert first.fleet is not None
+    node = first.fleet.nodes[0]
+    orphans = [n.process for n in first.fleet.nodes]
+    for n in first.fleet.nodes:  # forget them, as a killed process would
+        n.process = None
+    second = start_demo_fleet(tmp_path / "d", 1)
+    try:
+        for proc in orphans:  # stopped by the second demo (reaped here: they are our children)
+            assert proc is not None and proc.wait(timeout=10) is not None
+        assert any("sshd node01" in note for note in second.notes), second.notes
+        with pytest.raises(OSError), socket.create_connection((node.address, node.port), timeout=1):
+            pass
+    finally:
+        second.stop()
