@@ -73,18 +73,9 @@ def fmt_num(value: float | None, digits: int = 3) -> str:
 
 
 def _segments(values: Sequence[float | None]) -> list[list[tuple[int, float]]]:
-    out: list[list[tuple[int, float]]] = []
-    run: list[tuple[int, float]] = []
-    for i, v in enumerate(values):
-        if v is None or not math.isfinite(v):
-            if run:
-                out.append(run)
-            run = []
-        else:
-            run.append((i, v))
-    if run:
-        out.append(run)
-    return out
+    """Runs of consecutive values, by index, split at gaps (None, NaN)."""
+    runs = _xy_runs([(float(i), v) for i, v in enumerate(values)])
+    return [[(int(x), y) for x, y in run] for run in runs]
 
 
 def _scale(kind: str | None, lo: float, hi: float) -> tuple[float, float]:
@@ -293,6 +284,7 @@ XY = tuple[float, float | None]  # x (trace seconds), y; None leaves a gap
 
 
 def _xy_runs(points: Sequence[XY]) -> list[list[tuple[float, float]]]:
+    """Runs of consecutive points split at gaps (a None or NaN y)."""
     runs: list[list[tuple[float, float]]] = []
     run: list[tuple[float, float]] = []
     for px, py in points:
