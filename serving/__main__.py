@@ -132,6 +132,12 @@ def _add_router_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-body-bytes", type=int, help="request body limit (16 MiB)")
     p.add_argument("--default-max-tokens", type=int, help="max_tokens when unset (256)")
+    p.add_argument(
+        "--connect-timeout", type=float, help="seconds to connect to a worker (10.0)"
+    )
+    p.add_argument(
+        "--max-in-flight", type=int, help="requests in flight past which new ones are shed (4096)"
+    )
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true", help="log every request")
 
@@ -192,6 +198,8 @@ def _run_router(args: argparse.Namespace) -> int:
                 "time_scale": args.time_scale,
                 "max_body_bytes": args.max_body_bytes,
                 "default_max_tokens": args.default_max_tokens,
+                "connect_timeout_s": args.connect_timeout,
+                "max_in_flight": args.max_in_flight,
                 "log_level": args.log_level,
                 "workers": workers,
             }

@@ -210,11 +210,34 @@ class RouterConfig(_Strict):
     #: seconds between /health polls of each worker, and each poll's timeout
     health_interval_s: float = Field(default=1.0, gt=0.0)
     health_timeout_s: float = Field(default=1.0, gt=0.0)
-    connect_timeout_s: float = Field(default=2.0, gt=0.0)
+    #: generous: a short one fires spuriously when the router's machine is saturated (a dead
+    #: worker is found by its refused port or the health check long before this)
+    connect_timeout_s: float = Field(default=10.0, gt=0.0)
     #: longest a worker may stay silent on a request (between chunks) before it fails
     read_timeout_s: float = Field(default=600.0, gt=0.0)
     #: seconds to wait for a KV event replay before resetting that worker's view
     replay_timeout_s: float = Field(default=2.0, gt=0.0)
+    #: longest a worker's cache snapshot may take when the router (re)starts or a worker joins
+    snapshot_timeout_s: float = Field(default=5.0, gt=0.0)
+    #: consecutive failed /health polls before a worker is down (a refused port: at once)
+    unhealthy_threshold: int = Field(default=3, ge=1)
+    #: a down worker's in-flight request that got nothing for this long is migrated
+    stall_s: float = Field(default=3.0, gt=0.0)
+    #: consecutive request failures that eject a worker from rotation (outlier detection)
+    eject_after: int = Field(default=5, ge=1)
+    #: first ejection's length; each later one doubles, up to eject_max_s
+    eject_base_s: float = Field(default=5.0, gt=0.0)
+    eject_max_s: float = Field(default=60.0, gt=0.0)
+    #: never eject more than this share of the workers at once
+    max_ejection_percent: float = Field(default=50.0, ge=0.0, le=100.0)
+    #: requests in flight past which new ones are shed with 503 + Retry-After
+    max_in_flight: int = Field(default=4096, gt=0)
+    #: the router's own event-loop lag (s) past which it sheds new requests
+    overload_lag_s: float = Field(default=1.0, gt=0.0)
+    #: tries to reach a worker before answering (connect failures, 5xx)
+    max_attempts: int = Field(default=3, ge=1)
+    #: times one request may move to another worker after its worker failed
+    max_migrations: int = Field(default=3, ge=0)
     #: predicted-layer TTL of the block index (routed, not yet confirmed by events)
     predicted_ttl_s: float = Field(default=5.0, gt=0.0)
     approximate_ttl_s: float = Field(default=120.0, gt=0.0)

@@ -85,6 +85,14 @@ def create_app(config: RouterConfig) -> FastAPI:
         replay_timeout_s=config.replay_timeout_s,
         predicted_ttl_s=config.predicted_ttl_s,
         approximate_ttl_s=config.approximate_ttl_s,
+        unhealthy_threshold=config.unhealthy_threshold,
+        stall_s=config.stall_s,
+        eject_after=config.eject_after,
+        eject_base_s=config.eject_base_s,
+        eject_max_s=config.eject_max_s,
+        max_ejection_percent=config.max_ejection_percent,
+        snapshot_timeout_s=config.snapshot_timeout_s,
+        overload_lag_s=config.overload_lag_s,
     )
     for i, ws in enumerate(config.workers):
         _add_worker(registry, ws, default_id=f"w{i}")
@@ -118,9 +126,22 @@ def create_app(config: RouterConfig) -> FastAPI:
             write=30.0,
             pool=config.connect_timeout_s,
         )
-        limits = httpx.Limits(max_connections=4096, max_keepalive_connections=512)
+        # one connection per stream in flight; idle ones expire well before the workers'
+        # keep-alive timeout (uvicorn: 5 s), so a request never lands on a connection the
+        # worker is closing (that race was the "ReadError('')" that fenced healthy workers)
+        limits = httpx.Limits(
+            max_connections=config.max_in_flight + 64,
+            max_keepalive_connections=1024,
+            keepalive_expiry=2.0,
+        )
         client = httpx.AsyncClient(timeout=timeout, limits=limits)
-        state.forwarder = Forwarder(registry, client)
+        state.forwarder = Forwarder(
+            registry,
+            client,
+            max_attempts=config.max_attempts,
+            max_migrations=config.max_migrations,
+            max_in_flight=config.max_in_flight,
+        )
         await registry.start()
         try:
             yield
@@ -168,7 +189,8 @@ def create_app(config: RouterConfig) -> FastAPI:
             "tokenizer": state.tokenizer.name,
             "workers": workers,
             "index": asdict(stats),
-            "in_flight": sum(len(w.inflight) for w in registry.workers.values()),
+            "in_flight": registry.in_flight(),
+            "loop_lag_s": round(registry.lag.lag_s, 4),
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 

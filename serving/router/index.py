@@ -436,6 +436,23 @@ class BlockIndex:
         """
         self._resync(self._get(worker), next_seq)
 
+    def load_snapshot(self, worker: str, blocks: Sequence[BlockHash], next_seq: int) -> None:
+        """Replace `worker`'s confirmed view with a snapshot of its cache taken just before
+        event `next_seq` (a router that starts or restarts next to running workers).
+
+        Held events numbered `next_seq` or later are applied on top; older ones are already
+        in the snapshot. Blocks beyond the worker's capacity are dropped oldest first.
+        """
+        w = self._get(worker)
+        self._clear_confirmed(w)
+        self._store(w, blocks)
+        pending, w.pending = w.pending, {}
+        w.gap_since = None
+        w.requested_upto = -1
+        w.last_seq = next_seq - 1
+        for seq in sorted(s for s in pending if s >= next_seq):
+            self.apply(worker, seq, pending[seq], 0.0)
+
     def _report_gap(self, w: _Worker) -> Gap | None:
         assert w.last_seq is not None
         last_missing = self._last_missing(w)

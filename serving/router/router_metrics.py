@@ -119,6 +119,49 @@ class RouterMetrics:
             p + "index_pending_events", "Events held after a gap.", registry=r
         )
         self.workers = Gauge(p + "workers", "Registered workers.", registry=r)
+        self.migrations = Counter(
+            p + "migrations",
+            "Requests moved to another worker after theirs failed, by reason (a stream "
+            "continued from the tokens already relayed, or a request re-sent before any).",
+            ["reason"],
+            registry=r,
+        )
+        self.retries = Counter(
+            p + "retries",
+            "Requests re-routed before any answer reached the client, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.ejections = Counter(
+            p + "ejections",
+            "Outlier ejections: a worker taken out of rotation after consecutive request "
+            "failures, for a growing time.",
+            ["worker"],
+            registry=r,
+        )
+        self.worker_ejected = Gauge(
+            p + "worker_ejected",
+            "1 while the worker is ejected by outlier detection.",
+            ["worker"],
+            registry=r,
+        )
+        self.shed = Counter(
+            p + "shed_requests",
+            "Requests refused with 503 and Retry-After at the admission limit.",
+            registry=r,
+        )
+        self.snapshots = Counter(
+            p + "kv_snapshots",
+            "Worker cache snapshots fetched to rebuild the index, by outcome.",
+            ["worker", "outcome"],
+            registry=r,
+        )
+        self.restarts = Counter(
+            p + "worker_restarts",
+            "Engine restarts seen (a new instance id): the worker's view was reset.",
+            ["worker"],
+            registry=r,
+        )
 
     def observe_index(self, stats: IndexStats) -> None:
         self.index_blocks.labels("confirmed").set(stats.confirmed_blocks)
@@ -130,7 +173,13 @@ class RouterMetrics:
 
     def forget_worker(self, worker: str) -> None:
         """Drop a removed worker's per-worker gauges (counters keep their history)."""
-        for g in (self.worker_healthy, self.worker_draining, self.in_flight, self.event_lag):
+        for g in (
+            self.worker_healthy,
+            self.worker_draining,
+            self.worker_ejected,
+            self.in_flight,
+            self.event_lag,
+        ):
             with contextlib.suppress(KeyError):
                 g.remove(worker)
 
