@@ -345,7 +345,7 @@ async def _poison(cluster: LocalCluster, opts: SoakOptions) -> ScenarioResult:
     counts = OutcomeCounts.of(results)
     row = _counts_row(
         results,
-        case=f"{len(prompt) / 2**20:.1f} MiB prompt + {opts.poison_streams} streams",
+        case=f"{len(prompt) / 2**20:.1f} MiB prompt + {opts.poison_streams} lanes of streams",
         poison_status=poison.status,
         poison_outcome=poison.outcome.value,
         poison_reason=poison.reason,
