@@ -239,9 +239,19 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
     from agentctl.serving.bench.cli import add_replay_args
 
     add_replay_args(replay)
+    soak = sub.add_parser(
+        "soak", help="the stack under load, faults and bad input (on demand; exit 1: bar missed)"
+    )
+    from agentctl.serving.bench.soak_cli import add_soak_args
+
+    add_soak_args(soak)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
+    if args.bench_command == "soak":
+        from agentctl.serving.bench.soak_cli import run_soak
+
+        return run_soak(args)
     from agentctl.serving.bench.cli import run_replay
 
     return run_replay(args)
@@ -291,7 +301,7 @@ COMMANDS: dict[str, tuple[str, AddArgs, Run]] = {
         _run_router,
     ),
     "bench": (
-        "benchmarks: `bench replay TRACE` (simulated engines, every policy)",
+        "benchmarks: `bench replay TRACE` (simulated engines, every policy), `bench soak`",
         _add_bench_args,
         _run_bench,
     ),

@@ -1,4 +1,5 @@
-"""`agentctl bench fanout | replay`: measured, reported, never asserted."""
+"""`agentctl bench fanout | replay | soak`: measured and reported (soak also says whether each
+scenario met its bar)."""
 
 from __future__ import annotations
 
@@ -235,6 +236,61 @@ def replay(
         ("--seed", seed),
     ]
     args += [part for flag, value in values if value is not None for part in (flag, str(value))]
+    if json_ or state().json:
+        args.append("--json")
+    run_serving(args)
+
+
+SOAK_SCENARIOS = ("ramp", "kill", "poison", "restart", "slowloris")
+
+
+@app.command("soak")
+def soak(
+    scenario: Annotated[
+        str,
+        typer.Option(
+            "--scenario",
+            help=f"Comma-separated scenarios (default all: {','.join(SOAK_SCENARIOS)}).",
+        ),
+    ] = ",".join(SOAK_SCENARIOS),
+    concurrency: Annotated[
+        str, typer.Option("--concurrency", help="Ramp levels, concurrent streams.")
+    ] = "64,500,2000",
+    requests_factor: Annotated[
+        int, typer.Option("--requests-factor", help="Ramp: requests per level = K x its level.")
+    ] = 3,
+    workers: Annotated[int, typer.Option("--workers", help="Engine workers.")] = 3,
+    time_scale: Annotated[
+        float, typer.Option("--time-scale", help="The workers' cost-model time scale.")
+    ] = 1.0,
+    stop_s: Annotated[float, typer.Option("--stop-s", help="Kill: seconds of SIGSTOP.")] = 20.0,
+    slowloris_s: Annotated[
+        float, typer.Option("--slowloris-s", help="Slowloris: seconds of trickled headers.")
+    ] = 45.0,
+    slowloris_conns: Annotated[
+        int, typer.Option("--slowloris-conns", help="Slowloris: connections per target.")
+    ] = 1500,
+    restart_wait_s: Annotated[
+        float, typer.Option("--restart-wait-s", help="Restart: seconds the index may take.")
+    ] = 30.0,
+    json_: Annotated[
+        bool,
+        typer.Option("--json", help="Print one JSON envelope on stdout instead of the table."),
+    ] = False,
+) -> None:
+    """The serving stack under load, faults and bad input on loopback: concurrency ramps, a
+    worker killed and one stopped mid-stream, a poison prompt, a router restart, slowloris.
+
+    Runs `python -m agentctl.serving bench soak` (see its --help for every scenario's bar):
+    exit code 0 when every scenario met its bar, 1 otherwise, 2 for bad options.
+    """
+    args = [
+        "bench", "soak", "--scenario", scenario, "--concurrency", concurrency,
+        "--requests-factor", str(requests_factor), "--workers", str(workers),
+        "--time-scale", str(time_scale), "--stop-s", str(stop_s),
+        "--slowloris-s", str(slowloris_s), "--slowloris-conns", str(slowloris_conns),
+        "--restart-wait-s", str(restart_wait_s),
+    ]  # fmt: skip
     if json_ or state().json:
         args.append("--json")
     run_serving(args)
