@@ -15,6 +15,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Form, Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
+from agentctl.ctl.run_output import for_viewer, stored_raw
 from agentctl.dashboard.readmodel import GPU_FIELDS, NODE_CHARTS, RANGES, Chart, NodeRow
 
 from .auth import (
@@ -222,6 +223,8 @@ def events(request: Request, who: Viewer, node: str = "", kind: str = "", severi
 @router.get("/runs")
 def runs(request: Request, who: Viewer) -> Response:
     found = web_state(request).model.runs(100)
+    if not has_role(who.role, "operator"):
+        found = [for_viewer(r) for r in found]
     return render(request, "runs.html.j2", _ctx(request, who, "runs", runs=found))
 
 
@@ -230,7 +233,11 @@ def run(request: Request, run_id: int, who: Viewer) -> Response:
     found = web_state(request).model.run(run_id) if 0 < run_id < 2**63 else None
     if found is None:
         raise WebError(404, "not_found", f"no run {run_id}")
-    return render(request, "run.html.j2", _ctx(request, who, "runs", run=found))
+    operator = has_role(who.role, "operator")
+    raw = stored_raw(found)
+    shown = found if operator else for_viewer(found)
+    return render(request, "run.html.j2", _ctx(request, who, "runs", run=shown, raw=raw,
+                                               operator=operator))  # fmt: skip
 
 
 # -- L2 bundles --------------------------------------------------------------------------------
