@@ -19,12 +19,14 @@ from agentctl.ctl.run_output import for_viewer, stored_raw
 from agentctl.dashboard.readmodel import GPU_FIELDS, NODE_CHARTS, RANGES, Chart, NodeRow
 
 from .auth import (
+    USED,
     Principal,
     check_csrf,
     client_ip,
     current_user,
     end_session,
     has_role,
+    is_one_time,
     login_csrf,
     safe_next,
     start_session,
@@ -127,6 +129,9 @@ def login(
     user = state.model.store.get_user(username) if username else None
     usable = user is not None and not user.disabled
     ok, new_hash = verify_password(password, user.password_hash if usable and user else None)
+    # a one-time password is consumed by the login that uses it, and by that login only
+    if ok and user is not None and is_one_time(user.password_hash):
+        ok = state.model.store.swap_password_hash(user.username, user.password_hash, USED)
     if not ok or user is None:
         state.limiter.failed(ip, username)
         return again("Invalid username or password.", 401)
