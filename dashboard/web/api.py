@@ -161,7 +161,7 @@ def fleet(request: Request, _who: Viewer) -> EnvelopeResponse:
     return answer(data, "agentctl.api.fleet/1")
 
 
-@router.get("/nodes/{name}", response_model=None,
+@router.get("/nodes/{name:path}", response_model=None,
             responses={200: {"model": NodeEnvelope}, **_errors(404)})  # fmt: skip
 def node(
     request: Request,
@@ -260,7 +260,7 @@ for _action, _doc in (("l1", "Run L1 diagnostics on the node now."),
                       ("drain", "Stop routing new requests to the node's workers."),
                       ("undrain", "Route requests to the node's workers again.")):  # fmt: skip
     router.add_api_route(
-        f"/nodes/{{name}}/{_action}",
+        f"/nodes/{{name:path}}/{_action}",
         _action_route(_action, _doc),
         methods=["POST"],
         response_model=None,

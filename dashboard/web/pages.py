@@ -168,8 +168,11 @@ def fleet(request: Request, who: Viewer, sort: str = "name", dir: str = "",
     ))  # fmt: skip
 
 
-@router.get("/nodes/{name}")
+@router.get("/nodes/{name:path}")
 def node(request: Request, name: str, who: Viewer, range: str = "") -> Response:
+    """One node. `{name:path}`: a node name may hold `/` (encoded `%2F`, which the server
+    decodes before routing), so the name is the rest of the path; actions are POSTs on
+    `<name>/<action>`, told apart by method and their last segment."""
     state = web_state(request)
     detail = state.model.node(name, range)
     if detail is None:
@@ -185,7 +188,7 @@ def node(request: Request, name: str, who: Viewer, range: str = "") -> Response:
     ))  # fmt: skip
 
 
-@router.post("/nodes/{name}/{action}")
+@router.post("/nodes/{name:path}/{action}")
 def node_action(request: Request, name: str, action: str, who: Operator,
                 csrf_token: Annotated[str, Form()] = "") -> Response:  # fmt: skip
     check_csrf(who, csrf_token)
