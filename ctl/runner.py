@@ -13,8 +13,10 @@ from typing import Any
 
 from agentctl.collectors.store import HostResult, Store
 from agentctl.ctl.connector import Connector
+from agentctl.ctl.diag.redact import Redactor
 from agentctl.ctl.fanout import FanOut, FanoutOptions, HostOutcome, Recap, Status, TaskOutput
 from agentctl.ctl.inventory import Host
+from agentctl.ctl.run_output import RAW, REDACTED, redact_result, redact_value
 
 
 @dataclass
@@ -83,19 +85,31 @@ def run_recorded(
     run_options: dict[str, Any],
     on_done: Callable[[HostOutcome], None] | None = None,
     on_cancel: Callable[[], None] | None = None,
+    raw_output: bool = False,
 ) -> RunReport:
+    """Run `task` on `hosts`, recording each host's result as it finishes. What is stored is
+    redacted (`run_output`): the command line and options always, the output and error text
+    unless `raw_output` (`agentctl run --store-raw-output`); the report returned keeps the
+    raw output for the terminal of the operator who ran it."""
+    redactor = Redactor()
+    stored_options = {**redact_value(run_options, redactor),
+                      "output": RAW if raw_output else REDACTED}  # fmt: skip
     run_id = store.start_run(
         kind,
-        command=command,
+        command=None if command is None else redactor.text(command),
         selection=selection,
         hosts=[h.name for h in hosts],
-        options=run_options,
+        options=stored_options,
     )
+
+    def storable(outcome: HostOutcome) -> HostResult:
+        result = to_host_result(outcome)
+        return result if raw_output else redact_result(result, redactor)
 
     stored: set[str] = set()
 
     def record(outcome: HostOutcome) -> None:
-        store.record_result(run_id, to_host_result(outcome))
+        store.record_result(run_id, storable(outcome))
         stored.add(outcome.host)
         if on_done is not None:
             on_done(outcome)
@@ -111,7 +125,7 @@ def run_recorded(
     recap = fan.run(hosts)
     for outcome in recap.outcomes:  # a write cut short by Ctrl-C is written now
         if outcome.host not in stored:
-            store.record_result(run_id, to_host_result(outcome))
+            store.record_result(run_id, storable(outcome))
     store.finish_run(run_id, status=run_status(recap), recap=recap.counts())
     return RunReport(run_id, kind, recap)
 

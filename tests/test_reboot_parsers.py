@@ -550,6 +550,8 @@ FRAGMENTS = [
     "{" * 3000,
     "0x" + "f" * 50,
     "\x00\ud7ff\u2028\u0661\u00b2",
+    '{"MESSAGE": "m", "__REALTIME_TIMESTAMP": "--5", "_PID": "+-1"}',
+    '[{"index": "--1", "boot_id": "b", "first_entry": "1-1", "last_entry": "\u0663"}]',
 ]
 texts = st.one_of(
     st.text(),
@@ -579,6 +581,42 @@ PARSERS = [
     p.parse_iso,
     p.parse_ctime,
 ]
+
+
+#: what journald's integer fields (strings in its JSON) may hold on a hostile or broken node
+_NUMBERISH = st.one_of(
+    st.text(alphabet="-+0123456789 .e\u0663\u00b2", max_size=24),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.booleans(),
+    st.none(),
+)
+_JOURNAL_OBJ = st.fixed_dictionaries(
+    {"MESSAGE": st.one_of(st.text(max_size=20), st.lists(st.integers(-1, 300), max_size=4))},
+    optional={"__REALTIME_TIMESTAMP": _NUMBERISH, "_PID": _NUMBERISH,
+              "_BOOT_ID": _NUMBERISH, "SYSLOG_IDENTIFIER": _NUMBERISH},
+)  # fmt: skip
+_BOOT_OBJ = st.fixed_dictionaries(
+    {"index": _NUMBERISH, "boot_id": st.text(max_size=34)},
+    optional={"first_entry": _NUMBERISH, "last_entry": _NUMBERISH},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(entries=st.lists(_JOURNAL_OBJ, max_size=5), boots=st.lists(_BOOT_OBJ, max_size=5))
+def test_journal_json_with_hostile_numbers_never_raises(
+    entries: list[dict[str, object]], boots: list[dict[str, object]]
+) -> None:
+    """Numeric fields arrive as strings: `--5`, `+-1`, `٣` and friends are skipped, not a
+    ValueError out of `int()`; every entry with a MESSAGE is kept."""
+    got = p.parse_journal_json("\n".join(json.dumps(e) for e in entries))
+    readable = [e for e in entries if p._field_text(e["MESSAGE"]) is not None]
+    assert len(got) == len(readable)
+    p.parse_boots(json.dumps(boots))
+    for obj in boots:
+        p.parse_boots(
+            f" {obj['index']} {'a' * 32} Mon 2026-01-01 00:00:00 UTC—Mon 2026-01-01 01:00:00 UTC"
+        )
 
 
 @settings(max_examples=200, deadline=None)

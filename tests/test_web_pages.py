@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from agentctl.collectors.store import Store
 from agentctl.dashboard.actions import ActionResult
 from agentctl.dashboard.readmodel import ReadModel
 from agentctl.dashboard.web import charts, create_app
-from agentctl.dashboard.web.auth import LoginLimiter, hash_password, safe_next
+from agentctl.dashboard.web.auth import LoginLimiter, hash_password, one_time_hash, safe_next
 from agentctl.dashboard.web.testdata import Populated, live_server, populate
 
 PW = {"viewer": "viewer-pass-1", "operator": "operator-pass-1", "gone": "gone-pass-1"}
@@ -139,6 +141,65 @@ def test_wrong_password_then_rate_limited(site: Site) -> None:
         # a form without its CSRF token is refused before any password check
         r = c.post("/login", data={"username": "viewer", "password": PW["viewer"]})
         assert r.status_code == 403
+
+
+def test_guesses_spread_over_many_addresses_are_limited_per_account(site: Site) -> None:
+    """52 wrong passwords for one user from 22 loopback addresses: the per-IP windows never
+    fill (2 or 3 each), the per-account backoff stops evaluating after 10; the account's owner
+    waits at most the capped backoff, and the count decays (a slowdown, not a lockout)."""
+    now = [1000.0]
+    limiter = LoginLimiter(per_account=10, backoff_s=1, max_backoff_s=60, half_life_s=900,
+                           clock=lambda: now[0])  # fmt: skip
+    app = create_app(site.model, actions=None, session_secret=secrets.token_bytes(32),
+                     limiter=limiter)  # fmt: skip
+    clients = [httpx.Client(base_url="", transport=httpx.HTTPTransport(
+        local_address=f"127.0.0.{10 + i}")) for i in range(23)]  # fmt: skip
+    try:
+        with live_server(app) as url:
+            for c in clients:
+                c.base_url = httpx.URL(url)
+            codes = Counter(login(clients[i % 22], "viewer", f"guess-{i}").status_code
+                            for i in range(52))  # fmt: skip
+            assert codes == {401: 10, 429: 42}
+            owner = clients[22]  # a 23rd address, the right password: still waits
+            r = login(owner, "viewer", PW["viewer"])
+            assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 60
+            now[0] += int(r.headers["retry-after"])
+            assert login(owner, "viewer", PW["viewer"]).status_code == 303  # then gets in
+            assert login(clients[0], "operator", PW["operator"]).status_code == 303
+    finally:
+        for c in clients:
+            c.close()
+    for i in range(1000):  # however long the attack, the wait stays capped
+        limiter.failed(f"10.0.{i // 250}.{i % 250}", "operator")
+    assert limiter.account_wait("operator") == 60
+    now[0] += 4 * 3600  # hours without a failure: the count has decayed, guesses are free
+    assert limiter.account_wait("operator") == 0
+    assert limiter.retry_after("10.9.9.9", "operator") is None
+
+
+def test_a_one_time_password_logs_in_once(site: Site) -> None:
+    site.store.put_user("once", one_time_hash("once-pass-1"), "viewer")
+    with httpx.Client(base_url=site.url) as c:
+        assert login(c, "once", "wrong").status_code == 401  # a wrong guess consumes nothing
+        assert login(c, "once", "once-pass-1").status_code == 303
+        assert c.get("/").status_code == 200  # the session it opened works
+    with httpx.Client(base_url=site.url) as c:
+        r = login(c, "once", "once-pass-1")
+        assert r.status_code == 401 and "Invalid username or password" in r.text
+    # two logins racing with a fresh one-time password: exactly one gets in
+    site.store.put_user("twice", one_time_hash("twice-pass-1"), "viewer")
+    clients = [httpx.Client(base_url=site.url) for _ in range(4)]
+    tokens = [form_token(c.get("/login").text) for c in clients]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            codes = list(pool.map(lambda ct: ct[0].post("/login", data={
+                "username": "twice", "password": "twice-pass-1", "csrf_token": ct[1],
+                "next": "/"}).status_code, zip(clients, tokens, strict=True)))  # fmt: skip
+    finally:
+        for c in clients:
+            c.close()
+    assert sorted(codes) == [303, 401, 401, 401]
 
 
 def test_login_sets_a_hardened_cookie_and_rotates_the_session(site: Site) -> None:

@@ -8,7 +8,6 @@ drivers) and leaves out what CSV cannot give (PCIe replays, NVLink: NVML or `-q`
 from __future__ import annotations
 
 import csv
-import io
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -149,13 +148,23 @@ def _strip_unit(header: str) -> str:
     return re.sub(r"\s*\[[^\]]*\]$", "", header.strip())
 
 
+def _csv_row(line: str) -> list[str]:
+    """One line of nvidia-smi CSV. Line by line, since nvidia-smi never quotes a newline: a
+    stray `\r` inside a field (which `csv.reader` over the whole text raises on) or a broken
+    quote only misaligns its own row, and a misaligned row is an error reading, not a raise."""
+    try:
+        return next(csv.reader([line], skipinitialspace=True), [])
+    except csv.Error:
+        return ["\ufffd"]  # one cell: reported as a row with the wrong number of cells
+
+
 def parse_smi_csv(text: str, fields: Sequence[str] = SMI_FIELDS) -> list[GpuSample]:
     """Rows of `--query-gpu=<fields>` (with or without header and units), one sample per GPU.
 
     Fields with no GpuSample attribute (driver_version, vbios_version, ...) are ignored; a row
     with the wrong number of cells is an error on every field rather than a misaligned read.
     """
-    rows = [r for r in csv.reader(io.StringIO(text), skipinitialspace=True) if r]
+    rows = [r for r in (_csv_row(line) for line in text.splitlines()) if r]
     if rows and [_strip_unit(c) for c in rows[0]] == list(fields):
         rows = rows[1:]
     out: list[GpuSample] = []

@@ -17,7 +17,7 @@ from itertools import pairwise
 from types import TracebackType
 from typing import Any, Final
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
@@ -941,6 +941,17 @@ class Store:
             session.execute(delete(ApiToken).where(ApiToken.user_id == row.id))
             session.delete(row)
             return True
+
+    def swap_password_hash(self, username: str, expected: str, new: str) -> bool:
+        """Replace the user's hash only if it still is `expected` (compare-and-swap, one
+        UPDATE): of two logins racing to use a one-time password, exactly one wins."""
+        with self._session("consuming a one-time password", write=True) as session:
+            done = session.execute(
+                update(User)
+                .where(User.username == username, User.password_hash == expected)
+                .values(password_hash=new)
+            )
+            return bool(getattr(done, "rowcount", 0) == 1)
 
     def touch_login(self, username: str) -> None:
         with self._session("recording a login", write=True) as session:

@@ -93,29 +93,37 @@ class FleetActions:
 
 
 def demo_dashboard(st: State) -> tuple[Any, dict[str, Any], str]:
-    """Serve the dashboard for the demo's store with a one-time admin login; checks that the
-    login works and the fleet page lists the nodes. Returns (server, data, password)."""
+    """Serve the dashboard for the demo's store with a one-time admin login (the first login
+    with it consumes it; `agentctl users add demo` sets a lasting one). Checks that logging in
+    works and the fleet page lists the nodes, as a throwaway user removed afterwards, so the
+    check does not use up the login it hands out. Returns (server, data, password)."""
     import httpx
 
     from agentctl.dashboard.readmodel import ReadModel
     from agentctl.dashboard.web.app import create_app
-    from agentctl.dashboard.web.auth import hash_password
+    from agentctl.dashboard.web.auth import hash_password, one_time_hash
     from agentctl.dashboard.web.server import BackgroundServer
 
     password = secrets.token_urlsafe(12)
-    st.store().put_user("demo", hash_password(password), "admin")
-    app = create_app(ReadModel(st.store()), actions=_actions(st),
+    store = st.store()
+    store.put_user("demo", one_time_hash(password), "admin")
+    checker, check_pw = "demo-check-" + secrets.token_hex(4), secrets.token_urlsafe(12)
+    store.put_user(checker, hash_password(check_pw), "viewer")
+    app = create_app(ReadModel(store), actions=_actions(st),
                      session_secret=secrets.token_bytes(32))  # fmt: skip
     server = BackgroundServer(app)
-    url = server.start()
-    with httpx.Client(base_url=url, timeout=30, follow_redirects=True) as client:
-        login = client.get("/login")
-        token = re.search(r'name="csrf_token" value="([^"]+)"', login.text)
-        form = {"username": "demo", "password": password,
-                "csrf_token": token.group(1) if token else ""}  # fmt: skip
-        page = client.post("/login", data=form)
-        nodes = [n.name for n in st.store().list_nodes()]
-        ok = page.status_code == 200 and all(f'data-node="{n}"' in page.text for n in nodes)
+    try:
+        url = server.start()
+        with httpx.Client(base_url=url, timeout=30, follow_redirects=True) as client:
+            login = client.get("/login")
+            token = re.search(r'name="csrf_token" value="([^"]+)"', login.text)
+            form = {"username": checker, "password": check_pw,
+                    "csrf_token": token.group(1) if token else ""}  # fmt: skip
+            page = client.post("/login", data=form)
+            nodes = [n.name for n in store.list_nodes()]
+            ok = page.status_code == 200 and all(f'data-node="{n}"' in page.text for n in nodes)
+    finally:
+        store.remove_user(checker)
     return server, {"url": url, "user": "demo", "checked": ok}, password
 
 

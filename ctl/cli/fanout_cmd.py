@@ -88,9 +88,11 @@ def execute(
     conns: Connections | None = None,
     emit: bool = True,
     host_progress: bool = True,
+    raw_output: bool = False,
 ) -> RunReport:
     """One recorded fan-out pass, rendered. `host_progress=False` when the task shows its own
-    (per-step) progress: a terminal holds one live display at a time."""
+    (per-step) progress: a terminal holds one live display at a time. The store gets the
+    output redacted unless `raw_output` (see `run_output`)."""
     from agentctl.ctl.connect import Connections
     from agentctl.ctl.runner import run_recorded
 
@@ -110,6 +112,7 @@ def execute(
             run_options=run_options,
             on_done=advance,
             on_cancel=conns.abort,
+            raw_output=raw_output,
         )
     recap = report.recap
     errors = [o.error for o in recap.outcomes if o.error is not None]

@@ -44,15 +44,33 @@ def run(
     batch: Batch = None,
     max_fail_percent: MaxFail = None,
     rerun_failed: RerunFailed = None,
+    store_raw_output: Annotated[
+        bool,
+        typer.Option(
+            "--store-raw-output",
+            help="Keep stdout/stderr unredacted: raw output then lands in the store, readable "
+            "by anyone who can read the database and by dashboard operators (viewers still see "
+            "it redacted). Without it, passwords, tokens and keys are redacted before the run "
+            "is stored, as in exports. The command line is stored redacted either way.",
+        ),
+    ] = False,
 ) -> None:
-    """Run one command on the selected hosts, in parallel, and record the run."""
+    """Run one command on the selected hosts, in parallel, and record the run (its output
+    stored with secrets redacted)."""
     from agentctl.ctl.connect import Connections
+    from agentctl.ctl.diag.redact import Redactor
+    from agentctl.ctl.run_output import redact_argv
 
     st = state()
     argv = list(command or [])
     if not argv and rerun_failed is not None:
         previous = st.store().get_run(rerun_failed)
         if previous is not None and previous.kind == "run":
+            if previous.options.get("argv_redacted"):
+                raise UsageError(
+                    f"run {rerun_failed}'s command carried a secret and was stored redacted",
+                    hint=f"give it again: agentctl run --rerun-failed {rerun_failed} -- CMD ...",
+                )
             argv = list(previous.options.get("argv", []))
             sudo = sudo or bool(previous.options.get("sudo"))
             become_user = become_user or previous.options.get("become_user")
@@ -61,6 +79,7 @@ def run(
     hosts = select_hosts(st, rerun_failed)
     conns = Connections(st.settings(), st.inventory())
     deadline = timeout or st.settings().command_timeout
+    stored_argv, argv_redacted = redact_argv(argv, Redactor())
 
     def task(conn: Connector, host: Host) -> TaskOutput:
         become = conns.become_for(host, sudo=sudo, user=become_user)
@@ -78,15 +97,17 @@ def run(
         hosts=hosts,
         task=task,
         options=fanout_options(st, forks, batch, max_fail_percent),
-        command=shlex.join(argv),
+        command=shlex.join(stored_argv),
         run_options={
-            "argv": argv,
+            "argv": stored_argv,
+            "argv_redacted": argv_redacted,
             "sudo": sudo,
             "become_user": become_user,
             "rerun_of": rerun_failed,
         },
         schema="agentctl.run/1",
         conns=conns,
+        raw_output=store_raw_output,
         render=lambda rep: _print_outputs(rep) if not st.json else None,
     )
     finish(report)

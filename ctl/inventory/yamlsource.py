@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.reader import ReaderError
 
 from ..errors import InventoryError
 
@@ -62,9 +63,11 @@ class YamlSource:
 
     def __init__(self, text: str, path: str) -> None:
         self.path = path
-        self._loader = _Loader(text)
-        try:
+        try:  # the reader checks every character before it reads one (a control byte...)
+            self._loader = _Loader(text)
             self.root: Node | None = self._loader.get_single_node()
+        except ReaderError as exc:
+            raise self.reader_error(exc, text) from None
         except yaml.MarkedYAMLError as exc:
             raise self.yaml_error(exc) from None
         except yaml.YAMLError as exc:
@@ -74,6 +77,21 @@ class YamlSource:
 
     def close(self) -> None:
         self._loader.dispose()
+
+    def reader_error(self, exc: ReaderError, text: str) -> InventoryError:
+        """A character YAML does not allow (ESC, NUL, other controls): named by its code and
+        found by line and column, since PyYAML reports only an offset into the text."""
+        pos = max(0, min(exc.position, len(text)))
+        line = text.count("\n", 0, pos) + 1
+        column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        char = (
+            exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+        )
+        return InventoryError(
+            f"invalid YAML: character U+{char:04X} is not allowed at column {column}",
+            path=self.path,
+            line=line,
+        )
 
     def yaml_error(
         self, exc: yaml.MarkedYAMLError, field: str | None = None, what: str = "invalid YAML"

@@ -19,11 +19,12 @@ from starlette.responses import JSONResponse
 
 from agentctl.collectors.store import EventView, RunRecord
 from agentctl.ctl.envelope import envelope
+from agentctl.ctl.run_output import for_viewer
 from agentctl.dashboard.actions import ActionResult
 from agentctl.dashboard.readmodel import NodeDetail, NodeRow, ServingView
 from agentctl.dashboard.serialize import to_json
 
-from .auth import Principal, check_csrf, current_user
+from .auth import Principal, check_csrf, current_user, has_role
 from .state import API_PREFIX, WebError, do_action, web_state
 
 RangeName = Literal["15m", "1h", "6h", "24h", "7d", "30d"]
@@ -160,7 +161,7 @@ def fleet(request: Request, _who: Viewer) -> EnvelopeResponse:
     return answer(data, "agentctl.api.fleet/1")
 
 
-@router.get("/nodes/{name}", response_model=None,
+@router.get("/nodes/{name:path}", response_model=None,
             responses={200: {"model": NodeEnvelope}, **_errors(404)})  # fmt: skip
 def node(
     request: Request,
@@ -211,21 +212,30 @@ def events(
 
 @router.get("/runs", response_model=None, responses={200: {"model": RunsEnvelope}})
 def runs(
-    request: Request, _who: Viewer, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    request: Request, who: Viewer, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> EnvelopeResponse:
-    """Provisioning and diagnostic runs, newest first, with per-host results."""
-    return answer(to_json(web_state(request).model.runs(limit)), "agentctl.api.runs/1")
+    """Provisioning and diagnostic runs, newest first, with per-host results. Output is as
+    stored (redacted unless the run was stored raw) for operators, always redacted for
+    viewers."""
+    found = [_as_seen(r, who) for r in web_state(request).model.runs(limit)]
+    return answer(to_json(found), "agentctl.api.runs/1")
 
 
 @router.get("/runs/{run_id}", response_model=None,
             responses={200: {"model": RunEnvelope}, **_errors(404)})  # fmt: skip
 def run(
-    request: Request, run_id: Annotated[int, Path(ge=1, le=2**63 - 1)], _who: Viewer
+    request: Request, run_id: Annotated[int, Path(ge=1, le=2**63 - 1)], who: Viewer
 ) -> EnvelopeResponse:
+    """One run with its per-host results; output redacted for viewers, as in `/runs`."""
     found = web_state(request).model.run(run_id)
     if found is None:
         raise WebError(404, "not_found", f"no run {run_id}", schema="agentctl.api.run/1")
-    return answer(to_json(found), "agentctl.api.run/1")
+    return answer(to_json(_as_seen(found, who)), "agentctl.api.run/1")
+
+
+def _as_seen(run: RunRecord, who: Principal) -> RunRecord:
+    """Raw run output is for operators only: a viewer always gets it redacted."""
+    return run if has_role(who.role, "operator") else for_viewer(run)
 
 
 def _action_route(action: str, doc: str) -> Callable[..., EnvelopeResponse]:
@@ -250,7 +260,7 @@ for _action, _doc in (("l1", "Run L1 diagnostics on the node now."),
                       ("drain", "Stop routing new requests to the node's workers."),
                       ("undrain", "Route requests to the node's workers again.")):  # fmt: skip
     router.add_api_route(
-        f"/nodes/{{name}}/{_action}",
+        f"/nodes/{{name:path}}/{_action}",
         _action_route(_action, _doc),
         methods=["POST"],
         response_model=None,

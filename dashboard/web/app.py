@@ -93,7 +93,10 @@ def error_response(
         return api.answer(None, schema, ok=False, errors=[{"kind": kind, "message": message}],
                           status=status, headers=headers)  # fmt: skip
     if status == 401:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        # the path as sent (still percent-encoded): a node named `a/b` or `50%` comes back
+        raw = request.scope.get("raw_path")
+        path = raw.decode("latin-1") if isinstance(raw, bytes) else quote(request.url.path)
+        target = path + (f"?{request.url.query}" if request.url.query else "")
         if request.method not in ("GET", "HEAD"):
             target = "/"
         return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)

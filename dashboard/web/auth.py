@@ -61,10 +61,28 @@ def hash_password(password: str) -> str:
     return _hasher().hash(password)
 
 
+#: marks a stored hash as a one-time password (`agentctl demo`): the first login consumes it
+ONE_TIME = "one-time:"
+#: what a consumed one-time password leaves: no hasher reads it, so nothing verifies against it
+USED = "one-time-used"
+
+
+def one_time_hash(password: str) -> str:
+    """A hash for `Store.put_user` that `consume_one_time` turns unusable on first login."""
+    return ONE_TIME + hash_password(password)
+
+
+def is_one_time(hashed: str) -> bool:
+    return hashed.startswith(ONE_TIME)
+
+
 def verify_password(password: str, hashed: str | None) -> tuple[bool, str | None]:
     """(matches, new hash when the stored one uses outdated parameters). `hashed=None` (no
     such user) verifies a dummy hash anyway, so both cases take the same time."""
     candidate = password if 0 < len(password) <= MAX_PASSWORD_CHARS else "\x00"
+    one_time = hashed is not None and is_one_time(hashed)
+    if hashed is not None and one_time:
+        hashed = hashed[len(ONE_TIME) :]
     try:
         if hashed is None:
             _hasher().verify(candidate, _dummy_hash())
@@ -73,13 +91,22 @@ def verify_password(password: str, hashed: str | None) -> tuple[bool, str | None
     except UnknownHashError:
         _hasher().verify(candidate, _dummy_hash())
         return False, None
-    return ok and candidate == password, updated if ok else None
+    return ok and candidate == password, updated if ok and not one_time else None
 
 
 class LoginLimiter:
-    """Sliding window of failed logins per (client IP, username) and per client IP: past
-    `per_user` (or `per_ip`) failures within `window_s`, logins are refused until the oldest
-    failure leaves the window. In memory: a restart forgets, which bounds lockouts too."""
+    """Failed logins, limited three ways; `retry_after` gives the longest wait of the three.
+
+    - per (client IP, username) and per client IP: a sliding window, past `per_user` (or
+      `per_ip`) failures within `window_s` logins are refused until the oldest one leaves it;
+    - per account (username, from any address): past `per_account` failures each further one
+      doubles the wait before the account's next login is evaluated (`backoff_s`, 2x, 4x...,
+      at most `max_backoff_s`). The failure count decays (halves every `half_life_s` without
+      failures), and refused attempts are not counted, so an attacker spreading guesses over
+      many addresses gets about one evaluated guess per `max_backoff_s` and the owner of the
+      account is never locked out for longer than that: a slowdown, not a lockout to hold.
+
+    In memory: a restart forgets, which bounds lockouts too."""
 
     def __init__(
         self,
@@ -87,22 +114,45 @@ class LoginLimiter:
         per_user: int = 5,
         per_ip: int = 30,
         window_s: float = 300.0,
+        per_account: int = 10,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 60.0,
+        half_life_s: float = 900.0,
         max_keys: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.per_user, self.per_ip, self.window_s = per_user, per_ip, window_s
+        self.per_account, self.backoff_s, self.max_backoff_s = per_account, backoff_s, max_backoff_s
+        self.half_life_s = half_life_s
         self._max_keys, self._clock = max_keys, clock
         self._fails: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        #: casefolded username -> (decayed failure count, time of the last failure)
+        self._accounts: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
     def _keys(ip: str, username: str) -> tuple[tuple[str, str], tuple[str, str]]:
         return (ip, "u:" + username.casefold()), (ip, "*")
 
+    def _account(self, username: str, now: float) -> tuple[float, float]:
+        count, last = self._accounts.get(username.casefold(), (0.0, now))
+        return count * math.pow(0.5, (now - last) / self.half_life_s), last
+
+    def account_wait(self, username: str) -> float:
+        """Seconds until the account's next login may be evaluated (0: now)."""
+        now = self._clock()
+        with self._lock:
+            count, last = self._account(username, now)
+        excess = count - self.per_account
+        if excess < 0:
+            return 0.0
+        delay = min(self.max_backoff_s, self.backoff_s * math.pow(2.0, min(excess, 64.0)))
+        return max(0.0, last + delay - now)
+
     def retry_after(self, ip: str, username: str) -> int | None:
         """Seconds until a login may be tried again, None when it may now."""
         now = self._clock()
-        wait = 0.0
+        wait = self.account_wait(username) if username else 0.0
         with self._lock:
             for key, limit in zip(self._keys(ip, username), (self.per_user, self.per_ip),
                                   strict=True):  # fmt: skip
@@ -123,10 +173,17 @@ class LoginLimiter:
                 self._fails.move_to_end(key)
             while len(self._fails) > self._max_keys:
                 self._fails.popitem(last=False)
+            if username:
+                count, _ = self._account(username, now)
+                self._accounts[username.casefold()] = (count + 1.0, now)
+                self._accounts.move_to_end(username.casefold())
+                while len(self._accounts) > self._max_keys:
+                    self._accounts.popitem(last=False)
 
     def succeeded(self, ip: str, username: str) -> None:
         with self._lock:
             self._fails.pop(self._keys(ip, username)[0], None)
+            self._accounts.pop(username.casefold(), None)
 
 
 class RevokedSessions:

@@ -15,15 +15,18 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Form, Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
+from agentctl.ctl.run_output import for_viewer, stored_raw
 from agentctl.dashboard.readmodel import GPU_FIELDS, NODE_CHARTS, RANGES, Chart, NodeRow
 
 from .auth import (
+    USED,
     Principal,
     check_csrf,
     client_ip,
     current_user,
     end_session,
     has_role,
+    is_one_time,
     login_csrf,
     safe_next,
     start_session,
@@ -126,6 +129,9 @@ def login(
     user = state.model.store.get_user(username) if username else None
     usable = user is not None and not user.disabled
     ok, new_hash = verify_password(password, user.password_hash if usable and user else None)
+    # a one-time password is consumed by the login that uses it, and by that login only
+    if ok and user is not None and is_one_time(user.password_hash):
+        ok = state.model.store.swap_password_hash(user.username, user.password_hash, USED)
     if not ok or user is None:
         state.limiter.failed(ip, username)
         return again("Invalid username or password.", 401)
@@ -162,8 +168,11 @@ def fleet(request: Request, who: Viewer, sort: str = "name", dir: str = "",
     ))  # fmt: skip
 
 
-@router.get("/nodes/{name}")
+@router.get("/nodes/{name:path}")
 def node(request: Request, name: str, who: Viewer, range: str = "") -> Response:
+    """One node. `{name:path}`: a node name may hold `/` (encoded `%2F`, which the server
+    decodes before routing), so the name is the rest of the path; actions are POSTs on
+    `<name>/<action>`, told apart by method and their last segment."""
     state = web_state(request)
     detail = state.model.node(name, range)
     if detail is None:
@@ -179,7 +188,7 @@ def node(request: Request, name: str, who: Viewer, range: str = "") -> Response:
     ))  # fmt: skip
 
 
-@router.post("/nodes/{name}/{action}")
+@router.post("/nodes/{name:path}/{action}")
 def node_action(request: Request, name: str, action: str, who: Operator,
                 csrf_token: Annotated[str, Form()] = "") -> Response:  # fmt: skip
     check_csrf(who, csrf_token)
@@ -222,6 +231,8 @@ def events(request: Request, who: Viewer, node: str = "", kind: str = "", severi
 @router.get("/runs")
 def runs(request: Request, who: Viewer) -> Response:
     found = web_state(request).model.runs(100)
+    if not has_role(who.role, "operator"):
+        found = [for_viewer(r) for r in found]
     return render(request, "runs.html.j2", _ctx(request, who, "runs", runs=found))
 
 
@@ -230,7 +241,11 @@ def run(request: Request, run_id: int, who: Viewer) -> Response:
     found = web_state(request).model.run(run_id) if 0 < run_id < 2**63 else None
     if found is None:
         raise WebError(404, "not_found", f"no run {run_id}")
-    return render(request, "run.html.j2", _ctx(request, who, "runs", run=found))
+    operator = has_role(who.role, "operator")
+    raw = stored_raw(found)
+    shown = found if operator else for_viewer(found)
+    return render(request, "run.html.j2", _ctx(request, who, "runs", run=shown, raw=raw,
+                                               operator=operator))  # fmt: skip
 
 
 # -- L2 bundles --------------------------------------------------------------------------------

@@ -555,12 +555,17 @@ def _json_objects(text: str) -> list[dict[str, Any]]:
     return found
 
 
+_INT = re.compile(r"[+-]?[0-9]{1,20}")
+
+
 def _int(value: object) -> int | None:
+    """An integer field of journald JSON (numbers arrive as strings); None for anything else,
+    `--5` and `٣` included (`lstrip("-")` and `isdecimal` let both through to `int()`)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value if abs(value) < 10**20 else None
-    if isinstance(value, str) and 0 < len(value) <= 20 and value.lstrip("-").isdecimal():
+    if isinstance(value, str) and _INT.fullmatch(value):
         return int(value)
     return None
 

@@ -146,7 +146,7 @@ def parse_getent(text: str) -> UserState:
     if not line:
         return UserState(False)
     parts = line.split(":")
-    if len(parts) != 7:
+    if len(parts) != 7 or not parts[2].isascii() or not parts[2].isdigit():
         raise ValueError(f"unexpected getent output: {line!r}")
     return UserState(True, int(parts[2]), parts[5], parts[6])
 
@@ -174,7 +174,10 @@ class User(Operation[UserArgs]):
 
     def plan(self, ctx: HostContext, args: UserArgs) -> Plan:
         res = ctx.run(["getent", "passwd", args.name], become=False)
-        st = parse_getent(res.stdout if res.ok else "")
+        try:
+            st = parse_getent(res.stdout if res.ok else "")
+        except ValueError as exc:
+            raise OperationError(f"user: {exc}", host=ctx.name) from None
         if not st.exists:
             return Plan([f"create {'system ' if args.system else ''}user {args.name}"])
         changes = []
