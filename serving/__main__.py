@@ -132,9 +132,7 @@ def _add_router_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-body-bytes", type=int, help="request body limit (16 MiB)")
     p.add_argument("--default-max-tokens", type=int, help="max_tokens when unset (256)")
-    p.add_argument(
-        "--connect-timeout", type=float, help="seconds to connect to a worker (10.0)"
-    )
+    p.add_argument("--connect-timeout", type=float, help="seconds to connect to a worker (10.0)")
     p.add_argument(
         "--max-in-flight", type=int, help="requests in flight past which new ones are shed (4096)"
     )

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentctl.serving.hashing import block_hashes_from_tokens, namespace_root
-from agentctl.serving.tokenizer import Tokenizer, render_chat
+from agentctl.serving.tokenizer import Tokenizer, encode_chat, render_chat
 from agentctl.serving.types import RequestSpec
 
 __all__ = [
@@ -353,7 +353,10 @@ def resolve_prompt(req: AnyRequest, tokenizer: Tokenizer, block_size: int) -> Pr
         elif len(p) == 1 and isinstance(first, list):
             ids, param = list(first), "prompt"
     if ids is None:
-        ids = tokenizer.encode(_text_of(req))
+        if isinstance(req, ChatCompletionRequest) and req.messages:
+            ids = encode_chat(tokenizer, [m.model_dump(exclude_none=True) for m in req.messages])
+        else:
+            ids = tokenizer.encode(_text_of(req))
         param = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
     else:
         _check_token_ids(ids, param)

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+from array import array
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from hashlib import blake2b
@@ -32,8 +35,10 @@ __all__ = [
     "Tokenizer",
     "TokenizerUnavailable",
     "TokenizersTokenizer",
+    "encode_chat",
     "load_tokenizer",
     "render_chat",
+    "render_chat_parts",
 ]
 
 _PIECE = re.compile(r" ?[^\W_]{1,6}| ?_{1,6}| ?[^\w\s]|\s+")
@@ -60,13 +65,58 @@ def _piece_id(piece: str) -> int:
     return int.from_bytes(digest, "little") & _ID_MASK
 
 
+class _PartCache:
+    """LRU of text part -> ids, bounded by the total length of the parts it holds."""
+
+    def __init__(self, max_chars: int) -> None:
+        self.max_chars = max_chars
+        self._od: OrderedDict[str, array[int]] = OrderedDict()
+        self._chars = 0
+        self._lock = threading.Lock()  # large bodies are prepared on worker threads
+
+    def get(self, part: str) -> array[int] | None:
+        with self._lock:
+            ids = self._od.get(part)
+            if ids is not None:
+                self._od.move_to_end(part)
+            return ids
+
+    def put(self, part: str, ids: array[int]) -> None:
+        if len(part) > self.max_chars // 4:
+            return  # one huge part would evict everything else
+        with self._lock:
+            if part in self._od:
+                return
+            self._od[part] = ids
+            self._chars += len(part)
+            while self._chars > self.max_chars:
+                old, _ = self._od.popitem(last=False)
+                self._chars -= len(old)
+
+
 class BuiltinTokenizer:
     """Deterministic hash-of-pieces tokenizer (see the module docstring)."""
 
     name = "builtin"
 
+    def __init__(self, cache_chars: int = 64 * 1024 * 1024) -> None:
+        self._parts = _PartCache(cache_chars)
+
     def encode(self, text: str) -> list[int]:
         return [_piece_id(p) for p in _PIECE.findall(text)]
+
+    def encode_parts(self, parts: Sequence[str]) -> list[int]:
+        """`encode("".join(parts))` for parts whose boundaries are piece boundaries (see
+        `render_chat_parts`), each part's ids from a bounded LRU cache."""
+        out: list[int] = []
+        cache = self._parts
+        for part in parts:
+            ids = cache.get(part)
+            if ids is None:
+                ids = array("I", self.encode(part))
+                cache.put(part, ids)
+            out.extend(ids)
+        return out
 
     def pieces(self, text: str) -> list[str]:
         """The text pieces `encode` maps to ids (joined, they give back `text`)."""
@@ -129,11 +179,12 @@ def _canonical(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def render_chat(
+def render_chat_parts(
     messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True
-) -> str:
-    """One string for a conversation: `<|im_start|>{role}[ name]\\n{content}<|im_end|>\\n` per
-    message (tool calls appended as canonical JSON), then `<|im_start|>assistant\\n`."""
+) -> list[str]:
+    """`render_chat`'s output, one string per message (and the generation prompt): each part
+    starts with `<` and ends with `>` + newline, so the built-in tokenizer's pieces never cross
+    from one part to the next and a conversation's ids are the concatenation of its parts'."""
     out: list[str] = []
     for m in messages:
         role = str(m.get("role", "user"))
@@ -149,4 +200,29 @@ def render_chat(
         out.append(f"<|im_start|>{head}\n{body}<|im_end|>\n")
     if add_generation_prompt:
         out.append("<|im_start|>assistant\n")
-    return "".join(out)
+    return out
+
+
+def render_chat(
+    messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True
+) -> str:
+    """One string for a conversation: `<|im_start|>{role}[ name]\\n{content}<|im_end|>\\n` per
+    message (tool calls appended as canonical JSON), then `<|im_start|>assistant\\n`."""
+    return "".join(render_chat_parts(messages, add_generation_prompt=add_generation_prompt))
+
+
+def encode_chat(
+    tokenizer: Tokenizer,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    add_generation_prompt: bool = True,
+) -> list[int]:
+    """The ids of `render_chat(messages)`. A tokenizer with `encode_parts` (the built-in one)
+    encodes message by message from a cache: an agent resends its whole conversation on every
+    turn, so only the new messages are tokenized (the router's largest per-request cost)."""
+    parts = render_chat_parts(messages, add_generation_prompt=add_generation_prompt)
+    encode_parts = getattr(tokenizer, "encode_parts", None)
+    if encode_parts is not None:
+        ids: list[int] = encode_parts(parts)
+        return ids
+    return tokenizer.encode("".join(parts))
