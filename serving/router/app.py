@@ -134,21 +134,22 @@ def create_app(config: RouterConfig) -> FastAPI:
             max_keepalive_connections=1024,
             keepalive_expiry=2.0,
         )
-        client = httpx.AsyncClient(timeout=timeout, limits=limits)
-        state.forwarder = Forwarder(
+        forwarder = Forwarder(
             registry,
-            client,
+            httpx.AsyncClient(timeout=timeout, limits=limits),
+            client_factory=lambda: httpx.AsyncClient(timeout=timeout, limits=limits),
             max_attempts=config.max_attempts,
             max_migrations=config.max_migrations,
             max_in_flight=config.max_in_flight,
         )
+        state.forwarder = forwarder
         await registry.start()
         try:
             yield
         finally:
             state.forwarder = None
             await registry.stop()
-            await client.aclose()
+            await forwarder.aclose()
 
     app = FastAPI(
         title="agentctl KV-aware router",

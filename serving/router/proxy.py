@@ -112,6 +112,16 @@ async def _anext_or_none(it: AsyncIterator[bytes]) -> bytes | None:
         return None
 
 
+async def _drain_end(it: AsyncIterator[bytes], timeout_s: float = 1.0) -> None:
+    """Read what is left of a finished stream (the chunked body's terminator), so that its
+    connection goes back to the pool instead of being closed and opened anew."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(timeout_s):
+            for _ in range(4):
+                if await _anext_or_none(it) is None:
+                    return
+
+
 def _is_token_chunk(chunk: bytes, kind: object) -> bool:
     """Whether relayed events carry generated output (not just chat's opening role delta)."""
     if kind != "chat":
@@ -201,6 +211,7 @@ class Forwarder:
         registry: Registry,
         client: httpx.AsyncClient,
         *,
+        client_factory: Callable[[], httpx.AsyncClient] | None = None,
         max_attempts: int = 3,
         max_migrations: int = 3,
         max_in_flight: int = 4096,
@@ -209,7 +220,10 @@ class Forwarder:
         shed_min_in_flight: int = 32,
     ) -> None:
         self.registry = registry
+        #: for the router's own calls (/v1/models); each worker gets a pool of its own
         self.client = client
+        self._make_client = client_factory
+        self._clients: dict[str, httpx.AsyncClient] = {}
         self.max_attempts = max_attempts
         self.max_migrations = max_migrations
         self.max_in_flight = max_in_flight
@@ -219,6 +233,22 @@ class Forwarder:
         self.shed_min_in_flight = shed_min_in_flight
         self._active = 0
         self._retrying = 0
+
+    def _client_for(self, w: WorkerEntry) -> httpx.AsyncClient:
+        """`w`'s own connection pool: httpcore scans every connection of a pool for each
+        request, so one pool per worker keeps that scan to the worker's own connections."""
+        if self._make_client is None:
+            return self.client
+        client = self._clients.get(w.id)
+        if client is None:
+            client = self._clients[w.id] = self._make_client()
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for c in clients:
+            await c.aclose()
+        await self.client.aclose()
 
     def _headers(self, incoming: Mapping[str, str]) -> dict[str, str]:
         out = {"content-type": "application/json"}
@@ -310,13 +340,14 @@ class Forwarder:
             job.tried.add(w.id)
             flight = reg.begin(w, job.spec.request_id)
             t0 = time.monotonic()
-            req = self.client.build_request(
+            client = self._client_for(w)
+            req = client.build_request(
                 "POST", w.url + job.path, content=job.raw, headers=job.headers
             )
             if again:
                 self._retrying += 1
             try:
-                upstream = await _race(self.client.send(req, stream=True), flight.abort, job.gone)
+                upstream = await _race(client.send(req, stream=True), flight.abort, job.gone)
             except _ClientGone:
                 reg.finish(w, job.spec.request_id)
                 return JSONResponse(error_body("client closed request", code=499), 499)
@@ -464,6 +495,7 @@ class Forwarder:
                             break
                         if out.endswith(_DONE):
                             outcome = "ok"
+                            await _drain_end(it)
                             return
                 finally:
                     with contextlib.suppress(BaseException):
