@@ -29,6 +29,7 @@ from agentctl.serving.config import WorkerConfig
 from agentctl.serving.engine import EngineCore, RequestTooLarge
 from agentctl.serving.events import ZmqEventPublisher
 from agentctl.serving.http import SSEResponse, install_error_handlers
+from agentctl.serving.prepare import prepare_request
 from agentctl.serving.protocol import (
     SSE_DONE,
     ProtocolError,
@@ -38,10 +39,8 @@ from agentctl.serving.protocol import (
     completion_chunk,
     completion_response,
     error_body,
-    parse_json_body,
     read_limited,
     sse,
-    to_request_spec,
     usage,
     usage_chunk,
 )
@@ -71,6 +70,8 @@ class WorkerState:
         self.runner: EngineRunner | None = None
         self.publisher: ZmqEventPublisher | None = None
         self.started_at = int(time.time())
+        #: bodies being parsed and tokenized (large ones in a thread, see `prepare.py`)
+        self.preparing = 0
 
     def require_runner(self) -> EngineRunner:
         if self.runner is None or not self.runner.running:
@@ -167,6 +168,7 @@ def create_app(config: WorkerConfig) -> FastAPI:
                     "topic": config.events.topic,
                 },
                 **runner.stats(),
+                "requests_preparing": state.preparing,
             }
         )
 
@@ -192,18 +194,22 @@ async def _generate(state: WorkerState, request: Request, kind: RequestKind) -> 
     raw = await read_limited(
         request.stream(), cfg.max_body_bytes, request.headers.get("content-length")
     )
-    body = parse_json_body(raw)
     rid = uuid.uuid4().hex
-    spec = to_request_spec(
-        body,
-        request.headers,
-        state.tokenizer,
-        cfg.engine.block_size,
-        rid,
-        kind=kind,
-        default_max_tokens=cfg.default_max_tokens,
-        arrival_s=runner.now(),
-    )
+    state.preparing += 1
+    try:
+        body, spec = await prepare_request(
+            raw,
+            request.headers,
+            state.tokenizer,
+            cfg.engine.block_size,
+            rid,
+            kind=kind,
+            default_max_tokens=cfg.default_max_tokens,
+            arrival_s=runner.now(),
+        )
+    finally:
+        state.preparing -= 1
+    runner = state.require_runner()  # a large body was prepared in a thread: still running?
     try:
         handle = runner.submit(spec)
     except RequestTooLarge as exc:

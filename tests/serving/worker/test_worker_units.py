@@ -14,6 +14,8 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agentctl.serving.config import ConfigError, WorkerConfig, load_worker_config
 from agentctl.serving.events import (
@@ -38,6 +40,7 @@ from agentctl.serving.tokenizer import (
     TokenizerUnavailable,
     load_tokenizer,
     render_chat,
+    split_text,
 )
 from agentctl.serving.types import AllBlocksCleared, BlockRemoved, BlockStored
 
@@ -248,6 +251,28 @@ def test_builtin_tokenizer_keeps_prefixes() -> None:
     assert b[: len(a)] == a
 
 
+_TEXTS = st.text(alphabet=st.sampled_from("ab_ 9.,(\n\t\u00e9\u4e16-"), max_size=400)
+
+
+@given(_TEXTS, st.integers(min_value=1, max_value=40))
+def test_split_text_keeps_every_piece(text: str, chunk: int) -> None:
+    """Long texts are tokenized chunk by chunk (the GIL is released between chunks): the cut
+    points must never change a piece."""
+    parts = split_text(text, chunk)
+    assert "".join(parts) == text
+    pieces = BuiltinTokenizer().pieces
+    assert [p for part in parts for p in pieces(part)] == pieces(text)
+
+
+def test_long_texts_tokenize_as_one() -> None:
+    text = (TEXT * 4000) + "x" * 300_000 + TEXT * 10  # chunks, and a stretch with no cut
+    tok = BuiltinTokenizer()
+    assert len(split_text(text)) >= 4
+    assert "".join(tok.pieces(text)) == text
+    assert tok.pieces(text)[:40] == tok.pieces(TEXT * 3)[:40]
+    assert len(tok.pieces("x" * 300_000)) == 50_000  # runs of 6 word characters
+
+
 def test_tokenizers_tokenizer_from_a_real_tokenizer_json(tmp_path: Path) -> None:
     tokenizers = pytest.importorskip("tokenizers")
     from tokenizers.models import WordLevel
@@ -367,3 +392,30 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("port: [1\n")
     with pytest.raises(ConfigError):
         load_worker_config(tmp_path / "bad.yaml")
+
+
+# ---- prepare_request -------------------------------------------------------------------------
+
+
+def test_prepare_request_off_the_loop_gives_the_same_spec() -> None:
+    from agentctl.serving.prepare import prepare_request
+
+    raw = json.dumps({"messages": [{"role": "user", "content": TEXT * 50}], "max_tokens": 3})
+
+    async def both() -> tuple[object, object]:
+        kw: dict[str, object] = {"kind": "chat", "arrival_s": 1.5}
+        inline = await prepare_request(
+            raw.encode(), {}, BuiltinTokenizer(), 16, "r", offload_bytes=1 << 30, **kw
+        )
+        pooled = await prepare_request(
+            raw.encode(), {}, BuiltinTokenizer(), 16, "r", offload_bytes=0, **kw
+        )
+        return inline, pooled
+
+    inline, pooled = asyncio.run(both())
+    assert inline == pooled
+    with pytest.raises(ProtocolError) as err:  # errors cross the thread as they are
+        asyncio.run(
+            prepare_request(b"[1]", None, BuiltinTokenizer(), 16, "r", kind="chat", offload_bytes=0)
+        )
+    assert err.value.status == 400
