@@ -48,6 +48,7 @@ def _add_worker_args(p: argparse.ArgumentParser) -> None:
     srv = p.add_argument_group("server")
     srv.add_argument("--max-body-bytes", type=int, help="request body limit (16 MiB)")
     srv.add_argument("--default-max-tokens", type=int, help="max_tokens when unset (256)")
+    srv.add_argument("--max-tokens-cap", type=int, help="refuse requests for more tokens (32768)")
     srv.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     srv.add_argument("--access-log", action="store_true", help="log every request")
 
@@ -71,6 +72,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         "events.topic": args.events_topic,
         "max_body_bytes": args.max_body_bytes,
         "default_max_tokens": args.default_max_tokens,
+        "max_tokens_cap": args.max_tokens_cap,
         "log_level": args.log_level,
     }
     try:
@@ -132,6 +134,7 @@ def _add_router_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-body-bytes", type=int, help="request body limit (16 MiB)")
     p.add_argument("--default-max-tokens", type=int, help="max_tokens when unset (256)")
+    p.add_argument("--max-tokens-cap", type=int, help="refuse requests for more tokens (32768)")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true", help="log every request")
 
@@ -192,6 +195,7 @@ def _run_router(args: argparse.Namespace) -> int:
                 "time_scale": args.time_scale,
                 "max_body_bytes": args.max_body_bytes,
                 "default_max_tokens": args.default_max_tokens,
+                "max_tokens_cap": args.max_tokens_cap,
                 "log_level": args.log_level,
                 "workers": workers,
             }

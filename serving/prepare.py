@@ -59,6 +59,7 @@ def prepare_sync(
     *,
     kind: RequestKind,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_tokens_cap: int | None = None,
     arrival_s: float = 0.0,
 ) -> tuple[dict[str, Any], RequestSpec]:
     """The decoded body and its `RequestSpec`; `ProtocolError` for anything invalid."""
@@ -71,6 +72,7 @@ def prepare_sync(
         request_id,
         kind=kind,
         default_max_tokens=default_max_tokens,
+        max_tokens_cap=max_tokens_cap,
         arrival_s=arrival_s,
     )
     return body, spec
@@ -85,6 +87,7 @@ async def prepare_request(
     *,
     kind: RequestKind,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_tokens_cap: int | None = None,
     arrival_s: float = 0.0,
     offload_bytes: int = OFFLOAD_BYTES,
 ) -> tuple[dict[str, Any], RequestSpec]:
@@ -101,6 +104,7 @@ async def prepare_request(
             request_id,
             kind=kind,
             default_max_tokens=default_max_tokens,
+            max_tokens_cap=max_tokens_cap,
             arrival_s=arrival_s,
         )
 

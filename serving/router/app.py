@@ -295,6 +295,7 @@ async def _handle(state: RouterState, request: Request, kind: RequestKind) -> Re
         uuid.uuid4().hex,
         kind=kind,
         default_max_tokens=cfg.default_max_tokens,
+        max_tokens_cap=cfg.max_tokens_cap,
         arrival_s=time.monotonic(),
     )
     return await forwarder.forward(request, spec, raw)

@@ -138,6 +138,7 @@ def create_app(config: WorkerConfig) -> FastAPI:
                         "created": state.started_at,
                         "owned_by": "agentctl",
                         "max_model_len": eng.capacity_blocks * eng.block_size,
+                        "max_tokens_cap": config.max_tokens_cap,
                     }
                 ],
             }
@@ -205,6 +206,7 @@ async def _generate(state: WorkerState, request: Request, kind: RequestKind) -> 
             rid,
             kind=kind,
             default_max_tokens=cfg.default_max_tokens,
+            max_tokens_cap=cfg.max_tokens_cap,
             arrival_s=runner.now(),
         )
     finally:
