@@ -45,6 +45,13 @@ def _add_worker_args(p: argparse.ArgumentParser) -> None:
     ev.add_argument("--events", metavar="ENDPOINT", help="ZMQ PUB endpoint to bind")
     ev.add_argument("--replay", metavar="ENDPOINT", help="ZMQ ROUTER replay endpoint to bind")
     ev.add_argument("--events-topic", help="ZMQ topic (default empty)")
+    ev.add_argument(
+        "--events-no-instance-id",
+        action="store_const",
+        const=False,
+        dest="events_instance_id",
+        help="send vLLM's exact 3-element batches, without the worker's boot nonce",
+    )
     srv = p.add_argument_group("server")
     srv.add_argument("--max-body-bytes", type=int, help="request body limit (16 MiB)")
     srv.add_argument("--default-max-tokens", type=int, help="max_tokens when unset (256)")
@@ -70,6 +77,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         "events.endpoint": args.events,
         "events.replay_endpoint": args.replay,
         "events.topic": args.events_topic,
+        "events.send_instance_id": args.events_instance_id,
         "max_body_bytes": args.max_body_bytes,
         "default_max_tokens": args.default_max_tokens,
         "max_tokens_cap": args.max_tokens_cap,

@@ -83,6 +83,10 @@ class EventsSettings(_Strict):
     replay_endpoint: str | None = None
     topic: str = ""
     buffer_steps: int = Field(default=10_000, gt=0)
+    #: append the worker's boot nonce to every batch (a 4th array element, which vLLM's
+    #: msgspec decoder skips); off: exactly vLLM's 3-element batch, for a consumer that
+    #: rejects longer arrays (a serde tuple decoder such as Dynamo's)
+    send_instance_id: bool = True
 
 
 class WorkerConfig(_Strict):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -70,6 +71,9 @@ class WorkerState:
         self.runner: EngineRunner | None = None
         self.publisher: ZmqEventPublisher | None = None
         self.started_at = int(time.time())
+        #: boot nonce, in /health and in every KV event batch: a new one means a new process
+        #: (a new cache, sequence numbers from 0), whatever the sequence numbers say
+        self.instance_id = secrets.token_hex(8)
         #: bodies being parsed and tokenized (large ones in a thread, see `prepare.py`)
         self.preparing = 0
 
@@ -90,7 +94,11 @@ def create_app(config: WorkerConfig) -> FastAPI:
         publisher = None
         if ev.endpoint:
             publisher = ZmqEventPublisher(
-                ev.endpoint, ev.replay_endpoint, ev.topic, ev.buffer_steps
+                ev.endpoint,
+                ev.replay_endpoint,
+                ev.topic,
+                ev.buffer_steps,
+                instance_id=state.instance_id if ev.send_instance_id else None,
             )
         runner = EngineRunner(
             EngineCore(config.engine_config(), config.cost_model()),
@@ -156,6 +164,7 @@ def create_app(config: WorkerConfig) -> FastAPI:
         return JSONResponse(
             {
                 "status": "ok",
+                "instance_id": state.instance_id,
                 "model": config.model,
                 "tokenizer": state.tokenizer.name,
                 "block_size": eng.block_size,

@@ -212,6 +212,21 @@ def test_kv_events_carry_the_prompts_block_hashes(worker: Worker) -> None:
     assert tuple(t for e in mine for t in e.token_ids) == tuple(ids[: len(expected) * BLOCK])
 
 
+def test_health_and_every_event_batch_carry_the_instance_id(worker: Worker) -> None:
+    instance = worker.health()["instance_id"]
+    assert isinstance(instance, str) and len(instance) == 16
+    int(instance, 16)  # hex
+    assert worker.health()["instance_id"] == instance  # stable for the process's life
+    worker.client.post("/v1/completions", json={"prompt": _uniq("inst"), "max_tokens": 1})
+    snap = worker.collector.wait_for(lambda s: len(s) >= 1)
+    assert {b.instance_id for _, b in snap} == {instance}
+    sub = ZmqEventSubscriber(worker.events, worker.replay)
+    try:
+        assert {b.instance_id for _, b in sub.replay(0)} == {instance}
+    finally:
+        sub.close()
+
+
 def test_replay_returns_a_missed_range(worker: Worker) -> None:
     worker.client.post("/v1/completions", json={"prompt": _uniq("replay"), "max_tokens": 1})
     snap = worker.collector.wait_for(lambda s: len(s) >= 3)

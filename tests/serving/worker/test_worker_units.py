@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -129,6 +130,83 @@ def test_decodes_the_map_form_and_bytes_hashes() -> None:
     batch = decode_batch(payload)
     assert batch.data_parallel_rank is None
     assert batch.events == (BlockStored((123456789,), None, (1, 3), 2), AllBlocksCleared())
+
+
+def test_instance_id_round_trip_as_a_fourth_element() -> None:
+    batch = KvEventBatch(3.0, (BlockRemoved((7,)),), 0, "0123abcd")
+    assert decode_batch(encode_batch(batch)) == batch
+    assert msgpack.unpackb(encode_batch(batch), raw=False) == [
+        3.0,
+        [["BlockRemoved", [7], "GPU"]],
+        0,
+        "0123abcd",
+    ]
+    # a rank-less batch keeps the id's position with a nil rank
+    bare = KvEventBatch(3.0, (), None, "ff")
+    assert msgpack.unpackb(encode_batch(bare), raw=False) == [3.0, [], None, "ff"]
+    assert decode_batch(encode_batch(bare)) == bare
+
+
+def test_batches_without_an_instance_id_decode_to_none() -> None:
+    for body in ([1.0, [], 0], [1.0, []], [1.0, [], 0, 17], {"ts": 1.0, "events": []}):
+        assert decode_batch(msgpack.packb(body)).instance_id is None  # vLLM sends none
+    mapped = decode_batch(msgpack.packb({"ts": 1.0, "events": [], "instance_id": "ab"}))
+    assert mapped.instance_id == "ab"
+    assert encode_batch(KvEventBatch(1.0, (), 0)) == msgpack.packb([1.0, [], 0])  # vLLM's
+
+
+def test_vllms_own_msgspec_decoder_reads_our_batches() -> None:
+    """vLLM decodes with msgspec structs (array_like, tagged events); our batch carries a 4th
+    element (instance_id) and an 8th BlockStored field (lora_name) it must skip."""
+    msgspec = pytest.importorskip("msgspec")
+
+    # The struct definitions of vllm/distributed/kv_events.py (vLLM, Apache-2.0), as of
+    # vLLM 0.10; ExternalBlockHash is `bytes | int` there.
+    class EventBatch(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):  # type: ignore[misc]
+        ts: float
+        events: list[Any]
+        data_parallel_rank: int | None = None
+
+    class KVCacheEvent(msgspec.Struct, array_like=True, omit_defaults=True, gc=False, tag=True):  # type: ignore[misc]
+        """Base class for all KV cache-related events"""
+
+    class BlockStoredV(KVCacheEvent, tag="BlockStored"):  # type: ignore[misc]
+        block_hashes: list[bytes | int]
+        parent_block_hash: bytes | int | None
+        token_ids: list[int]
+        block_size: int
+        lora_id: int | None
+        medium: str | None
+
+    class BlockRemovedV(KVCacheEvent, tag="BlockRemoved"):  # type: ignore[misc]
+        block_hashes: list[bytes | int]
+        medium: str | None
+
+    class AllBlocksClearedV(KVCacheEvent, tag="AllBlocksCleared"):  # type: ignore[misc]
+        pass
+
+    # class KVEventBatch(EventBatch): events: list[BlockStored | BlockRemoved | ...], built
+    # with defstruct: string annotations (this module's __future__ import) cannot name
+    # classes local to a function
+    events_type = list[BlockStoredV | BlockRemovedV | AllBlocksClearedV]  # type: ignore[valid-type]
+    KVEventBatch = msgspec.defstruct("KVEventBatch", [("events", events_type)], bases=(EventBatch,))
+
+    ours = KvEventBatch(
+        9.5,
+        (BlockStored((1, TOP), None, (3, 4), 2), BlockRemoved((5,)), AllBlocksCleared()),
+        2,
+        "c0ffee",
+    )
+    got = msgspec.msgpack.Decoder(KVEventBatch).decode(encode_batch(ours))
+    assert (got.ts, got.data_parallel_rank) == (9.5, 2)
+    stored, removed, cleared = got.events
+    assert isinstance(stored, BlockStoredV) and stored.block_hashes == [1, TOP]
+    assert stored.token_ids == [3, 4] and stored.medium == "GPU"
+    assert isinstance(removed, BlockRemovedV) and removed.block_hashes == [5]
+    assert isinstance(cleared, AllBlocksClearedV)
+    # and what vLLM itself encodes, we decode (no instance id)
+    back = decode_batch(msgspec.msgpack.Encoder().encode(got))
+    assert back.events == ours.events and back.instance_id is None
 
 
 @pytest.mark.parametrize(
@@ -419,3 +497,15 @@ def test_prepare_request_off_the_loop_gives_the_same_spec() -> None:
             prepare_request(b"[1]", None, BuiltinTokenizer(), 16, "r", kind="chat", offload_bytes=0)
         )
     assert err.value.status == 400
+
+
+def test_instance_id_and_cap_flags() -> None:
+    from agentctl.serving.__main__ import build_parser
+
+    parse = build_parser("worker").parse_args
+    args = parse(["worker", "--events-no-instance-id", "--max-tokens-cap", "99"])
+    assert args.events_instance_id is False and args.max_tokens_cap == 99
+    assert parse(["worker"]).events_instance_id is None  # unset: the config's (on)
+    cfg = WorkerConfig().with_overrides({"events.send_instance_id": False, "max_tokens_cap": 99})
+    assert cfg.events.send_instance_id is False and cfg.max_tokens_cap == 99
+    assert WorkerConfig().events.send_instance_id is True
