@@ -45,9 +45,17 @@ def _add_worker_args(p: argparse.ArgumentParser) -> None:
     ev.add_argument("--events", metavar="ENDPOINT", help="ZMQ PUB endpoint to bind")
     ev.add_argument("--replay", metavar="ENDPOINT", help="ZMQ ROUTER replay endpoint to bind")
     ev.add_argument("--events-topic", help="ZMQ topic (default empty)")
+    ev.add_argument(
+        "--events-no-instance-id",
+        action="store_const",
+        const=False,
+        dest="events_instance_id",
+        help="send vLLM's exact 3-element batches, without the worker's boot nonce",
+    )
     srv = p.add_argument_group("server")
     srv.add_argument("--max-body-bytes", type=int, help="request body limit (16 MiB)")
     srv.add_argument("--default-max-tokens", type=int, help="max_tokens when unset (256)")
+    srv.add_argument("--max-tokens-cap", type=int, help="refuse requests for more tokens (32768)")
     srv.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     srv.add_argument("--access-log", action="store_true", help="log every request")
 
@@ -69,8 +77,10 @@ def _run_worker(args: argparse.Namespace) -> int:
         "events.endpoint": args.events,
         "events.replay_endpoint": args.replay,
         "events.topic": args.events_topic,
+        "events.send_instance_id": args.events_instance_id,
         "max_body_bytes": args.max_body_bytes,
         "default_max_tokens": args.default_max_tokens,
+        "max_tokens_cap": args.max_tokens_cap,
         "log_level": args.log_level,
     }
     try:
@@ -136,6 +146,7 @@ def _add_router_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-in-flight", type=int, help="requests in flight past which new ones are shed (4096)"
     )
+    p.add_argument("--max-tokens-cap", type=int, help="refuse requests for more tokens (32768)")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true", help="log every request")
 
@@ -198,6 +209,7 @@ def _run_router(args: argparse.Namespace) -> int:
                 "default_max_tokens": args.default_max_tokens,
                 "connect_timeout_s": args.connect_timeout,
                 "max_in_flight": args.max_in_flight,
+                "max_tokens_cap": args.max_tokens_cap,
                 "log_level": args.log_level,
                 "workers": workers,
             }

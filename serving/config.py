@@ -22,7 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentctl.serving.costmodel import CostModel
 from agentctl.serving.engine import EngineConfig
-from agentctl.serving.protocol import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS
+from agentctl.serving.protocol import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_MAX_TOKENS_CAP,
+)
 
 __all__ = [
     "ConfigError",
@@ -79,6 +83,10 @@ class EventsSettings(_Strict):
     replay_endpoint: str | None = None
     topic: str = ""
     buffer_steps: int = Field(default=10_000, gt=0)
+    #: append the worker's boot nonce to every batch (a 4th array element, which vLLM's
+    #: msgspec decoder skips); off: exactly vLLM's 3-element batch, for a consumer that
+    #: rejects longer arrays (a serde tuple decoder such as Dynamo's)
+    send_instance_id: bool = True
 
 
 class WorkerConfig(_Strict):
@@ -89,6 +97,8 @@ class WorkerConfig(_Strict):
     tokenizer: str | None = None
     #: max_tokens when a request gives none
     default_max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, gt=0)
+    #: requests asking for more tokens are refused with a 400 (reported in /v1/models)
+    max_tokens_cap: int = Field(default=DEFAULT_MAX_TOKENS_CAP, gt=0)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     log_level: str = "info"
     engine: EngineSettings = Field(default_factory=EngineSettings)
@@ -206,6 +216,8 @@ class RouterConfig(_Strict):
     #: the workers' tokenizer.json; None: the built-in tokenizer
     tokenizer: str | None = None
     default_max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, gt=0)
+    #: requests asking for more tokens are refused with a 400 (reported in /v1/models)
+    max_tokens_cap: int = Field(default=DEFAULT_MAX_TOKENS_CAP, gt=0)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     #: seconds between /health polls of each worker, and each poll's timeout
     health_interval_s: float = Field(default=1.0, gt=0.0)

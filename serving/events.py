@@ -6,11 +6,14 @@ mocker, or SGLang) instead of our simulated worker without changing a line.
 Wire format (vllm `vllm/distributed/kv_events.py`: msgspec structs with `array_like=True`,
 `tag=True`, `omit_defaults=True`, msgpack-encoded)::
 
-    batch         = [ts: float, [event, ...], data_parallel_rank: int]
+    batch         = [ts: float, [event, ...], data_parallel_rank: int, instance_id: str]
     BlockStored   = ["BlockStored", block_hashes, parent_block_hash | None, token_ids,
                      block_size, lora_id | None, medium | None, lora_name | None]
     BlockRemoved  = ["BlockRemoved", block_hashes, medium | None]
     AllBlocksCleared = ["AllBlocksCleared"]
+
+`instance_id` is agentctl's: the worker's boot nonce, a trailing element that vLLM's own
+msgspec decoder skips (array_like structs ignore extra trailing fields); vLLM sends none.
 
 Decoding is tolerant, as Dynamo's consumer is: extra trailing fields are ignored (newer vLLMs
 append `extra_keys`, `group_idx`, ...), the map form (`{"type": "BlockStored", ...}`, what a
@@ -77,6 +80,9 @@ class KvEventBatch:
     ts: float
     events: tuple[KvEvent, ...]
     data_parallel_rank: int | None = 0
+    #: the producer's boot nonce (agentctl's worker); None from producers that send none
+    #: (vLLM): a consumer tells a restarted producer by it, not by racing sequence numbers
+    instance_id: str | None = None
     #: events of unknown type skipped while decoding (a newer producer)
     skipped: int = field(default=0, compare=False)
 
@@ -107,7 +113,10 @@ def encode_event(event: KvEvent, medium: str | None = MEDIUM_GPU) -> list[Any]:
 def encode_batch(batch: KvEventBatch, medium: str | None = MEDIUM_GPU) -> bytes:
     """msgpack bytes of `batch`, byte-compatible with vLLM's `msgspec` encoder."""
     body: list[Any] = [float(batch.ts), [encode_event(e, medium) for e in batch.events]]
-    if batch.data_parallel_rank is not None:  # omit_defaults: None is left off
+    if batch.instance_id is not None:
+        # a 4th element: msgspec's array_like decoder (vLLM's own) skips trailing fields
+        body += [batch.data_parallel_rank, batch.instance_id]
+    elif batch.data_parallel_rank is not None:  # omit_defaults: None is left off
         body.append(batch.data_parallel_rank)
     out = msgpack.packb(body, use_bin_type=True)
     assert isinstance(out, bytes)
@@ -204,9 +213,11 @@ def decode_batch(payload: bytes) -> KvEventBatch:
         raise EventDecodeError(f"not msgpack: {exc}") from exc
     if isinstance(obj, dict):
         ts, events, rank = obj.get("ts"), obj.get("events"), obj.get("data_parallel_rank")
+        instance = obj.get("instance_id")
     elif isinstance(obj, list) and len(obj) >= 2:
         ts, events = obj[0], obj[1]
         rank = obj[2] if len(obj) > 2 else None
+        instance = obj[3] if len(obj) > 3 else None
     else:
         raise EventDecodeError("batch: expected [ts, events, dp_rank]")
     if isinstance(ts, bool) or not isinstance(ts, int | float):
@@ -215,6 +226,8 @@ def decode_batch(payload: bytes) -> KvEventBatch:
         raise EventDecodeError("batch: events must be a list")
     if rank is not None:
         rank = _int(rank, "data_parallel_rank")
+    if not isinstance(instance, str):  # absent, or some other producer's 4th field
+        instance = None
     out: list[KvEvent] = []
     skipped = 0
     for raw in events:
@@ -223,7 +236,7 @@ def decode_batch(payload: bytes) -> KvEventBatch:
             skipped += 1
         else:
             out.append(ev)
-    return KvEventBatch(float(ts), tuple(out), rank, skipped)
+    return KvEventBatch(float(ts), tuple(out), rank, instance, skipped=skipped)
 
 
 # ---- publisher -----------------------------------------------------------------------------
@@ -247,6 +260,7 @@ class ZmqEventPublisher:
         *,
         hwm: int = 100_000,
         data_parallel_rank: int = 0,
+        instance_id: str | None = None,
         medium: str | None = MEDIUM_GPU,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
     ) -> None:
@@ -255,6 +269,7 @@ class ZmqEventPublisher:
         self.endpoint = endpoint
         self.replay_endpoint = replay_endpoint
         self.data_parallel_rank = data_parallel_rank
+        self.instance_id = instance_id
         self._topic = topic.encode("utf-8")
         self._medium = medium
         self._ctx = context or zmq.Context.instance()
@@ -291,7 +306,12 @@ class ZmqEventPublisher:
         if not events:
             return
         self.publish_batch(
-            KvEventBatch(time.time() if ts is None else ts, tuple(events), self.data_parallel_rank)
+            KvEventBatch(
+                time.time() if ts is None else ts,
+                tuple(events),
+                self.data_parallel_rank,
+                self.instance_id,
+            )
         )
 
     def publish_batch(self, batch: KvEventBatch) -> None:

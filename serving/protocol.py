@@ -37,6 +37,8 @@ __all__ = [
     "DEFAULT_CACHE_TTL_S",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_TOKENS",
+    "DEFAULT_MAX_TOKENS_CAP",
+    "MAX_JSON_DEPTH",
     "SESSION_HEADER",
     "SSE_DONE",
     "AgentHints",
@@ -71,6 +73,8 @@ RequestKind = Literal["chat", "completion"]
 
 SESSION_HEADER = "X-Dynamo-Session-ID"
 DEFAULT_MAX_TOKENS = 256
+#: the most tokens one request may ask for unless a server is configured otherwise
+DEFAULT_MAX_TOKENS_CAP = 32768
 DEFAULT_CACHE_TTL_S = 300.0
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 SSE_DONE = "data: [DONE]\n\n"
@@ -119,9 +123,11 @@ class ProtocolError(Exception):
 
 
 class _Lenient(BaseModel):
-    """Unknown fields are kept and ignored: clients send many we do not model."""
+    """Unknown fields are kept and ignored: clients send many we do not model. Known fields
+    are strict: `max_tokens: true`, `stream: "yes"` or `n: "2"` is a client bug to report,
+    not to guess at (an int is still a valid float)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class AgentHints(_Lenient):
@@ -208,16 +214,68 @@ AnyRequest = CompletionRequest | ChatCompletionRequest
 # ---- parsing -------------------------------------------------------------------------------
 
 
+#: deepest nesting of arrays and objects a body may have; deeper ones would exhaust the
+#: recursion of the JSON codec or of pydantic somewhere down the line (a 500)
+MAX_JSON_DEPTH = 64
+#: a `\\uD800`-`\\uDFFF` escape: after decoding, only an unpaired one leaves a surrogate
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _bad_json(message: str) -> ProtocolError:
+    return ProtocolError(
+        f"We could not parse the JSON body of your request: {message}", code="invalid_json"
+    )
+
+
+def _check_decoded(obj: object, surrogates: bool) -> None:
+    """Nesting at most `MAX_JSON_DEPTH`; with `surrogates`, no string (key or value) holding
+    an unpaired surrogate, which no UTF-8 encoder can write back (a 500 on the way out)."""
+    stack: list[tuple[object, int]] = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            items: Any = node.values()
+            if surrogates and any(_SURROGATE.search(k) for k in node):
+                raise _bad_json("a key holds an unpaired UTF-16 surrogate")
+        elif isinstance(node, list):
+            items = node
+        else:
+            if surrogates and isinstance(node, str) and _SURROGATE.search(node):
+                raise _bad_json("a string holds an unpaired UTF-16 surrogate (\\uD800-\\uDFFF)")
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise _bad_json(f"arrays and objects nest more than {MAX_JSON_DEPTH} levels deep")
+        stack.extend((child, depth + 1) for child in items)
+
+
 def parse_json_body(raw: bytes | str) -> dict[str, Any]:
-    """The JSON object in a request body; `ProtocolError` 400 for anything else."""
+    """The JSON object in a request body; `ProtocolError` 400 for anything else.
+
+    Stricter than `json.loads`, which would let through what breaks later with a 500: the
+    body must be UTF-8 (json.loads also takes UTF-16/32 and lets encoded surrogates pass),
+    `NaN` / `Infinity` are refused (not JSON), and so are unpaired surrogate escapes and
+    nesting deeper than `MAX_JSON_DEPTH`."""
     try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(
-            f"We could not parse the JSON body of your request: {exc}", code="invalid_json"
-        ) from exc
+        if isinstance(raw, bytes | bytearray):
+            text = bytes(raw).decode("utf-8")
+        else:
+            raw.encode("utf-8")  # a str with surrogates already in it
+            text = raw
+        obj = json.loads(text.removeprefix("\ufeff"), parse_constant=_no_constant)
+    except UnicodeError:
+        raise _bad_json("the body is not valid UTF-8") from None
+    except RecursionError:
+        raise _bad_json(f"arrays and objects nest more than {MAX_JSON_DEPTH} levels deep") from None
+    except ValueError as exc:
+        raise _bad_json(str(exc)) from None
     if not isinstance(obj, dict):
         raise ProtocolError("The request body must be a JSON object.", code="invalid_json")
+    _check_decoded(obj, surrogates=_SURROGATE_ESCAPE.search(text) is not None)
     return obj
 
 
@@ -414,10 +472,13 @@ def to_request_spec(
     *,
     kind: RequestKind | None = None,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_tokens_cap: int | None = None,
     arrival_s: float = 0.0,
 ) -> RequestSpec:
     """The engine's view of a request. `body` is a decoded JSON object (then `kind`, or the
-    presence of `messages`, says which endpoint) or an already parsed request.
+    presence of `messages`, says which endpoint) or an already parsed request. A request that
+    asks for more than `max_tokens_cap` tokens is refused (400); an unset one gets
+    `default_max_tokens`, never more than the cap.
 
     `spec.extra` holds `kind`, `model`, `stream`, `include_usage` and, when known, the prompt's
     `token_ids` (a tuple). Raises `ProtocolError` for anything invalid."""
@@ -439,6 +500,15 @@ def to_request_spec(
                 param="nvext.cache_control.type",
             )
         pin_ttl = parse_ttl(cc.ttl)
+    max_tokens = req.output_limit(
+        default_max_tokens if max_tokens_cap is None else min(default_max_tokens, max_tokens_cap)
+    )
+    if max_tokens_cap is not None and max_tokens > max_tokens_cap:
+        param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
+        raise ProtocolError(
+            f"{param} ({max_tokens}) is more than this server allows ({max_tokens_cap}).",
+            param=param,
+        )
     extra: dict[str, object] = {
         "kind": rkind,
         "model": req.model,
@@ -451,7 +521,7 @@ def to_request_spec(
         request_id=request_id,
         block_hashes=prompt.block_hashes,
         prompt_tokens=prompt.prompt_tokens,
-        max_tokens=req.output_limit(default_max_tokens),
+        max_tokens=max_tokens,
         session_id=session_id_of(req, headers),
         priority=hints.priority if hints is not None else 0,
         expected_output=hints.osl if hints is not None else None,

@@ -39,10 +39,19 @@ __all__ = [
     "load_tokenizer",
     "render_chat",
     "render_chat_parts",
+    "split_text",
 ]
 
 _PIECE = re.compile(r" ?[^\W_]{1,6}| ?_{1,6}| ?[^\w\s]|\s+")
 _ID_MASK = (1 << 31) - 1
+#: a piece always ends between a non-whitespace character and a non-word one (whitespace or
+#: punctuation): only a whitespace run holds whitespace and it starts after non-whitespace, a
+#: word or underscore run stops at a non-word character, punctuation is one character; and
+#: `_PIECE` looks neither behind nor ahead, so cutting the text there keeps every piece
+_CUT = re.compile(r"\S(?=\W)")
+#: characters per `findall` call: one call holds the GIL throughout (about 25 ms here), so a
+#: long text tokenized in a thread still lets the event loop's thread run between chunks
+CHUNK_CHARS = 1 << 16
 
 
 class TokenizerUnavailable(RuntimeError):
@@ -103,7 +112,7 @@ class BuiltinTokenizer:
         self._parts = _PartCache(cache_chars)
 
     def encode(self, text: str) -> list[int]:
-        return [_piece_id(p) for p in _PIECE.findall(text)]
+        return [_piece_id(p) for p in self.pieces(text)]
 
     def encode_parts(self, parts: Sequence[str]) -> list[int]:
         """`encode("".join(parts))` for parts whose boundaries are piece boundaries (see
@@ -120,7 +129,35 @@ class BuiltinTokenizer:
 
     def pieces(self, text: str) -> list[str]:
         """The text pieces `encode` maps to ids (joined, they give back `text`)."""
-        return list(_PIECE.findall(text))
+        out: list[str] = []
+        for chunk in split_text(text):
+            if len(chunk) <= 2 * CHUNK_CHARS:
+                out += _PIECE.findall(chunk)
+            else:  # no cut for a long stretch: match by match, never one long C call
+                out += [m.group() for m in _PIECE.finditer(chunk)]
+        return out
+
+
+def split_text(text: str, chunk_chars: int = CHUNK_CHARS) -> list[str]:
+    """`text` cut into pieces of about `chunk_chars` characters at places where tokenizing
+    each piece alone gives the same pieces as tokenizing the whole (see `_CUT`)."""
+    if len(text) <= chunk_chars:
+        return [text]
+    step = max(1, chunk_chars - 1)
+    out: list[str] = []
+    start = 0
+    while len(text) - start > chunk_chars:
+        pos = start + chunk_chars - 1
+        m = None
+        while m is None and pos < len(text):  # bounded searches: no long C call either
+            m = _CUT.search(text, pos, pos + step + 1)
+            pos += step
+        if m is None:
+            break
+        out.append(text[start : m.end()])
+        start = m.end()
+    out.append(text[start:])
+    return out
 
 
 class TokenizersTokenizer:

@@ -35,12 +35,12 @@ from pydantic import ValidationError
 from agentctl.serving.config import RouterConfig, RouterWorkerSettings
 from agentctl.serving.costmodel import CostModel
 from agentctl.serving.http import install_error_handlers
+from agentctl.serving.prepare import prepare_request
 from agentctl.serving.protocol import (
     ProtocolError,
     RequestKind,
     parse_json_body,
     read_limited,
-    to_request_spec,
 )
 from agentctl.serving.router.policies import make_policy
 from agentctl.serving.router.proxy import WORKER_HEADER, Forwarder
@@ -310,15 +310,15 @@ async def _handle(state: RouterState, request: Request, kind: RequestKind) -> Re
     raw = await read_limited(
         request.stream(), cfg.max_body_bytes, request.headers.get("content-length")
     )
-    body = parse_json_body(raw)
-    spec = to_request_spec(
-        body,
+    _, spec = await prepare_request(
+        raw,
         request.headers,
         state.tokenizer,
         cfg.block_size,
         uuid.uuid4().hex,
         kind=kind,
         default_max_tokens=cfg.default_max_tokens,
+        max_tokens_cap=cfg.max_tokens_cap,
         arrival_s=time.monotonic(),
     )
     return await forwarder.forward(request, spec, raw)

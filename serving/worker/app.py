@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -29,6 +30,7 @@ from agentctl.serving.config import WorkerConfig
 from agentctl.serving.engine import EngineCore, RequestTooLarge
 from agentctl.serving.events import ZmqEventPublisher
 from agentctl.serving.http import SSEResponse, install_error_handlers
+from agentctl.serving.prepare import prepare_request
 from agentctl.serving.protocol import (
     SSE_DONE,
     ProtocolError,
@@ -38,10 +40,8 @@ from agentctl.serving.protocol import (
     completion_chunk,
     completion_response,
     error_body,
-    parse_json_body,
     read_limited,
     sse,
-    to_request_spec,
     usage,
     usage_chunk,
 )
@@ -71,6 +71,11 @@ class WorkerState:
         self.runner: EngineRunner | None = None
         self.publisher: ZmqEventPublisher | None = None
         self.started_at = int(time.time())
+        #: boot nonce, in /health and in every KV event batch: a new one means a new process
+        #: (a new cache, sequence numbers from 0), whatever the sequence numbers say
+        self.instance_id = secrets.token_hex(8)
+        #: bodies being parsed and tokenized (large ones in a thread, see `prepare.py`)
+        self.preparing = 0
 
     def require_runner(self) -> EngineRunner:
         if self.runner is None or not self.runner.running:
@@ -89,7 +94,11 @@ def create_app(config: WorkerConfig) -> FastAPI:
         publisher = None
         if ev.endpoint:
             publisher = ZmqEventPublisher(
-                ev.endpoint, ev.replay_endpoint, ev.topic, ev.buffer_steps
+                ev.endpoint,
+                ev.replay_endpoint,
+                ev.topic,
+                ev.buffer_steps,
+                instance_id=state.instance_id if ev.send_instance_id else None,
             )
         runner = EngineRunner(
             EngineCore(config.engine_config(), config.cost_model()),
@@ -137,6 +146,7 @@ def create_app(config: WorkerConfig) -> FastAPI:
                         "created": state.started_at,
                         "owned_by": "agentctl",
                         "max_model_len": eng.capacity_blocks * eng.block_size,
+                        "max_tokens_cap": config.max_tokens_cap,
                     }
                 ],
             }
@@ -154,6 +164,7 @@ def create_app(config: WorkerConfig) -> FastAPI:
         return JSONResponse(
             {
                 "status": "ok",
+                "instance_id": state.instance_id,
                 "model": config.model,
                 "tokenizer": state.tokenizer.name,
                 "block_size": eng.block_size,
@@ -167,6 +178,7 @@ def create_app(config: WorkerConfig) -> FastAPI:
                     "topic": config.events.topic,
                 },
                 **runner.stats(),
+                "requests_preparing": state.preparing,
             }
         )
 
@@ -192,18 +204,23 @@ async def _generate(state: WorkerState, request: Request, kind: RequestKind) -> 
     raw = await read_limited(
         request.stream(), cfg.max_body_bytes, request.headers.get("content-length")
     )
-    body = parse_json_body(raw)
     rid = uuid.uuid4().hex
-    spec = to_request_spec(
-        body,
-        request.headers,
-        state.tokenizer,
-        cfg.engine.block_size,
-        rid,
-        kind=kind,
-        default_max_tokens=cfg.default_max_tokens,
-        arrival_s=runner.now(),
-    )
+    state.preparing += 1
+    try:
+        body, spec = await prepare_request(
+            raw,
+            request.headers,
+            state.tokenizer,
+            cfg.engine.block_size,
+            rid,
+            kind=kind,
+            default_max_tokens=cfg.default_max_tokens,
+            max_tokens_cap=cfg.max_tokens_cap,
+            arrival_s=runner.now(),
+        )
+    finally:
+        state.preparing -= 1
+    runner = state.require_runner()  # a large body was prepared in a thread: still running?
     try:
         handle = runner.submit(spec)
     except RequestTooLarge as exc:

@@ -98,7 +98,11 @@ class EngineRunner:
         self._resets: list[asyncio.Future[None]] = []
         # token ids of the hashed blocks of live text requests, to fill BlockStored.token_ids
         # as vLLM does (a consumer may rebuild its own hashes from them)
+        # the prompt's ids and the block's offset in them: references, no slice nor pair per
+        # block, so a 16k-block prompt allocates no 16k tuples on the event loop (nor sets off
+        # the GC passes they would); slices are cut only for the blocks each step announces
         self._block_tokens: dict[BlockHash, tuple[int, ...]] = {}
+        self._block_offset: dict[BlockHash, int] = {}
         self._block_refs: dict[BlockHash, int] = {}
         self._release_after_publish: list[RequestSpec] = []
         self._seen_queries = 0
@@ -322,13 +326,15 @@ class EngineRunner:
             return
         bs = self.core.config.block_size
         tokens = self._block_tokens
+        offsets = self._block_offset
         refs = self._block_refs
         for i, h in enumerate(spec.block_hashes):
             if (i + 1) * bs > len(ids):
                 break
             n = refs.get(h, 0)
             if n == 0:
-                tokens[h] = ids[i * bs : (i + 1) * bs]
+                tokens[h] = ids
+                offsets[h] = i * bs
             refs[h] = n + 1
 
     def _forget_tokens(self, spec: RequestSpec) -> None:
@@ -344,6 +350,7 @@ class EngineRunner:
             if n <= 0:
                 refs.pop(h, None)
                 self._block_tokens.pop(h, None)
+                self._block_offset.pop(h, None)
             else:
                 refs[h] = n
 
@@ -353,12 +360,18 @@ class EngineRunner:
         known = self._block_tokens
         if not known:
             return events
+        bs = self.core.config.block_size
+        offset = self._block_offset
         out: list[KvEvent] = []
         for ev in events:
-            if isinstance(ev, BlockStored) and not ev.token_ids:
-                parts = [known.get(h) for h in ev.block_hashes]
-                if all(p is not None for p in parts):
-                    ids = tuple(t for p in parts if p is not None for t in p)
-                    ev = BlockStored(ev.block_hashes, ev.parent_block_hash, ids, ev.block_size)
+            if (
+                isinstance(ev, BlockStored)
+                and not ev.token_ids
+                and all(h in known for h in ev.block_hashes)
+            ):
+                ids = tuple(
+                    t for h in ev.block_hashes for t in known[h][offset[h] : offset[h] + bs]
+                )
+                ev = BlockStored(ev.block_hashes, ev.parent_block_hash, ids, ev.block_size)
             out.append(ev)
         return out

@@ -212,6 +212,21 @@ def test_kv_events_carry_the_prompts_block_hashes(worker: Worker) -> None:
     assert tuple(t for e in mine for t in e.token_ids) == tuple(ids[: len(expected) * BLOCK])
 
 
+def test_health_and_every_event_batch_carry_the_instance_id(worker: Worker) -> None:
+    instance = worker.health()["instance_id"]
+    assert isinstance(instance, str) and len(instance) == 16
+    int(instance, 16)  # hex
+    assert worker.health()["instance_id"] == instance  # stable for the process's life
+    worker.client.post("/v1/completions", json={"prompt": _uniq("inst"), "max_tokens": 1})
+    snap = worker.collector.wait_for(lambda s: len(s) >= 1)
+    assert {b.instance_id for _, b in snap} == {instance}
+    sub = ZmqEventSubscriber(worker.events, worker.replay)
+    try:
+        assert {b.instance_id for _, b in sub.replay(0)} == {instance}
+    finally:
+        sub.close()
+
+
 def test_replay_returns_a_missed_range(worker: Worker) -> None:
     worker.client.post("/v1/completions", json={"prompt": _uniq("replay"), "max_tokens": 1})
     snap = worker.collector.wait_for(lambda s: len(s) >= 3)
@@ -292,6 +307,10 @@ def test_malformed_json_is_a_400_openai_error(worker: Worker) -> None:
         ("/v1/completions", {"block_hashes": [1, 2], "prompt_tokens": 3}, "prompt_tokens"),
         ("/v1/completions", {"block_hashes": [-1]}, "block_hashes"),
         ("/v1/completions", {"prompt_token_ids": [1, 2**40]}, "prompt_token_ids"),
+        ("/v1/completions", {"prompt": "x", "max_tokens": True}, "max_tokens"),
+        ("/v1/completions", {"prompt": "x", "stream": "yes"}, "stream"),
+        ("/v1/completions", {"prompt": "x", "n": "2"}, "n"),
+        ("/v1/completions", {"prompt": "x", "max_tokens": 32769}, "max_tokens"),
     ],
 )
 def test_invalid_requests_are_4xx_with_the_field(
@@ -302,6 +321,42 @@ def test_invalid_requests_are_4xx_with_the_field(
     err = r.json()["error"]
     assert err["param"] == param
     assert err["message"]
+
+
+_POISON = [
+    rb'{"messages": [{"role": "user", "content": "hi \ud800"}]}',
+    rb'{"prompt": "\udfff", "max_tokens": 1}',
+    rb'{"prompt": "x", "cache_salt": "\ud800", "max_tokens": 1}',
+    rb'{"prompt": "x", "model": "\ud800", "max_tokens": 1}',
+    b'{"prompt": "x", "deep": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+    b'{"prompt": "x", "deep": ' + b'{"a":' * 1999 + b"{}" + b"}" * 1999 + b"}",
+]
+
+
+@pytest.mark.parametrize("poison", _POISON)
+def test_poison_bodies_are_400_and_the_connection_stays_usable(
+    worker: Worker, poison: bytes
+) -> None:
+    path = "/v1/chat/completions" if b"messages" in poison else "/v1/completions"
+    ports = set()
+    with httpx.Client(base_url=worker.url, timeout=20) as c:
+        bad = c.post(path, content=poison, headers={"content-type": "application/json"})
+        ports.add(bad.extensions["network_stream"].get_extra_info("client_addr"))
+        good = c.post("/v1/completions", json={"prompt": "fine", "max_tokens": 1})
+        ports.add(good.extensions["network_stream"].get_extra_info("client_addr"))
+    assert bad.status_code == 400, bad.text
+    err = bad.json()["error"]
+    assert err["type"] == "invalid_request_error" and err["code"] == "invalid_json"
+    assert good.status_code == 200, good.text
+    assert len(ports) == 1  # one keep-alive connection carried both: the same local port
+    assert bad.headers.get("connection") != "close"
+
+
+def test_models_report_the_max_tokens_cap(worker: Worker) -> None:
+    (model,) = worker.client.get("/v1/models").json()["data"]
+    assert model["max_tokens_cap"] == 32768
+    r = worker.client.post("/v1/completions", json={"prompt": "x", "max_tokens": 32768})
+    assert r.status_code == 200
 
 
 def test_oversized_body_is_413(worker: Worker) -> None:
@@ -342,7 +397,7 @@ def _wait_idle(worker: Worker, timeout: float = 5.0) -> dict[str, object]:
 def test_client_closing_a_stream_cancels_its_request(worker: Worker) -> None:
     aborts0 = worker.metric("vllm:request_success_total", 'finished_reason="abort"')
     finished0 = worker.health()["num_finished"]
-    body = {"prompt": _uniq("dc"), "max_tokens": 60_000, "stream": True}
+    body = {"prompt": _uniq("dc"), "max_tokens": 32_000, "stream": True}
     with (
         httpx.Client(base_url=worker.url, timeout=10) as c,
         c.stream("POST", "/v1/completions", json=body) as r,
@@ -360,7 +415,7 @@ def test_client_closing_a_stream_cancels_its_request(worker: Worker) -> None:
 
 def test_client_giving_up_on_a_json_response_cancels_its_request(worker: Worker) -> None:
     aborts0 = worker.metric("vllm:request_success_total", 'finished_reason="abort"')
-    body = {"prompt": _uniq("dc2"), "max_tokens": 60_000}
+    body = {"prompt": _uniq("dc2"), "max_tokens": 32_000}
     with httpx.Client(base_url=worker.url, timeout=0.3) as c, pytest.raises(httpx.ReadTimeout):
         c.post("/v1/completions", json=body)
     _wait_idle(worker)

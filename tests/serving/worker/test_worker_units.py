@@ -11,9 +11,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agentctl.serving.config import ConfigError, WorkerConfig, load_worker_config
 from agentctl.serving.events import (
@@ -38,6 +41,7 @@ from agentctl.serving.tokenizer import (
     TokenizerUnavailable,
     load_tokenizer,
     render_chat,
+    split_text,
 )
 from agentctl.serving.types import AllBlocksCleared, BlockRemoved, BlockStored
 
@@ -126,6 +130,83 @@ def test_decodes_the_map_form_and_bytes_hashes() -> None:
     batch = decode_batch(payload)
     assert batch.data_parallel_rank is None
     assert batch.events == (BlockStored((123456789,), None, (1, 3), 2), AllBlocksCleared())
+
+
+def test_instance_id_round_trip_as_a_fourth_element() -> None:
+    batch = KvEventBatch(3.0, (BlockRemoved((7,)),), 0, "0123abcd")
+    assert decode_batch(encode_batch(batch)) == batch
+    assert msgpack.unpackb(encode_batch(batch), raw=False) == [
+        3.0,
+        [["BlockRemoved", [7], "GPU"]],
+        0,
+        "0123abcd",
+    ]
+    # a rank-less batch keeps the id's position with a nil rank
+    bare = KvEventBatch(3.0, (), None, "ff")
+    assert msgpack.unpackb(encode_batch(bare), raw=False) == [3.0, [], None, "ff"]
+    assert decode_batch(encode_batch(bare)) == bare
+
+
+def test_batches_without_an_instance_id_decode_to_none() -> None:
+    for body in ([1.0, [], 0], [1.0, []], [1.0, [], 0, 17], {"ts": 1.0, "events": []}):
+        assert decode_batch(msgpack.packb(body)).instance_id is None  # vLLM sends none
+    mapped = decode_batch(msgpack.packb({"ts": 1.0, "events": [], "instance_id": "ab"}))
+    assert mapped.instance_id == "ab"
+    assert encode_batch(KvEventBatch(1.0, (), 0)) == msgpack.packb([1.0, [], 0])  # vLLM's
+
+
+def test_vllms_own_msgspec_decoder_reads_our_batches() -> None:
+    """vLLM decodes with msgspec structs (array_like, tagged events); our batch carries a 4th
+    element (instance_id) and an 8th BlockStored field (lora_name) it must skip."""
+    msgspec = pytest.importorskip("msgspec")
+
+    # The struct definitions of vllm/distributed/kv_events.py (vLLM, Apache-2.0), as of
+    # vLLM 0.10; ExternalBlockHash is `bytes | int` there.
+    class EventBatch(msgspec.Struct, array_like=True, omit_defaults=True, gc=False):  # type: ignore[misc]
+        ts: float
+        events: list[Any]
+        data_parallel_rank: int | None = None
+
+    class KVCacheEvent(msgspec.Struct, array_like=True, omit_defaults=True, gc=False, tag=True):  # type: ignore[misc]
+        """Base class for all KV cache-related events"""
+
+    class BlockStoredV(KVCacheEvent, tag="BlockStored"):  # type: ignore[misc]
+        block_hashes: list[bytes | int]
+        parent_block_hash: bytes | int | None
+        token_ids: list[int]
+        block_size: int
+        lora_id: int | None
+        medium: str | None
+
+    class BlockRemovedV(KVCacheEvent, tag="BlockRemoved"):  # type: ignore[misc]
+        block_hashes: list[bytes | int]
+        medium: str | None
+
+    class AllBlocksClearedV(KVCacheEvent, tag="AllBlocksCleared"):  # type: ignore[misc]
+        pass
+
+    # class KVEventBatch(EventBatch): events: list[BlockStored | BlockRemoved | ...], built
+    # with defstruct: string annotations (this module's __future__ import) cannot name
+    # classes local to a function
+    events_type = list[BlockStoredV | BlockRemovedV | AllBlocksClearedV]  # type: ignore[valid-type]
+    KVEventBatch = msgspec.defstruct("KVEventBatch", [("events", events_type)], bases=(EventBatch,))
+
+    ours = KvEventBatch(
+        9.5,
+        (BlockStored((1, TOP), None, (3, 4), 2), BlockRemoved((5,)), AllBlocksCleared()),
+        2,
+        "c0ffee",
+    )
+    got = msgspec.msgpack.Decoder(KVEventBatch).decode(encode_batch(ours))
+    assert (got.ts, got.data_parallel_rank) == (9.5, 2)
+    stored, removed, cleared = got.events
+    assert isinstance(stored, BlockStoredV) and stored.block_hashes == [1, TOP]
+    assert stored.token_ids == [3, 4] and stored.medium == "GPU"
+    assert isinstance(removed, BlockRemovedV) and removed.block_hashes == [5]
+    assert isinstance(cleared, AllBlocksClearedV)
+    # and what vLLM itself encodes, we decode (no instance id)
+    back = decode_batch(msgspec.msgpack.Encoder().encode(got))
+    assert back.events == ours.events and back.instance_id is None
 
 
 @pytest.mark.parametrize(
@@ -248,6 +329,28 @@ def test_builtin_tokenizer_keeps_prefixes() -> None:
     assert b[: len(a)] == a
 
 
+_TEXTS = st.text(alphabet=st.sampled_from("ab_ 9.,(\n\t\u00e9\u4e16-"), max_size=400)
+
+
+@given(_TEXTS, st.integers(min_value=1, max_value=40))
+def test_split_text_keeps_every_piece(text: str, chunk: int) -> None:
+    """Long texts are tokenized chunk by chunk (the GIL is released between chunks): the cut
+    points must never change a piece."""
+    parts = split_text(text, chunk)
+    assert "".join(parts) == text
+    pieces = BuiltinTokenizer().pieces
+    assert [p for part in parts for p in pieces(part)] == pieces(text)
+
+
+def test_long_texts_tokenize_as_one() -> None:
+    text = (TEXT * 4000) + "x" * 300_000 + TEXT * 10  # chunks, and a stretch with no cut
+    tok = BuiltinTokenizer()
+    assert len(split_text(text)) >= 4
+    assert "".join(tok.pieces(text)) == text
+    assert tok.pieces(text)[:40] == tok.pieces(TEXT * 3)[:40]
+    assert len(tok.pieces("x" * 300_000)) == 50_000  # runs of 6 word characters
+
+
 def test_tokenizers_tokenizer_from_a_real_tokenizer_json(tmp_path: Path) -> None:
     tokenizers = pytest.importorskip("tokenizers")
     from tokenizers.models import WordLevel
@@ -367,3 +470,42 @@ def test_config_file_and_overrides(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("port: [1\n")
     with pytest.raises(ConfigError):
         load_worker_config(tmp_path / "bad.yaml")
+
+
+# ---- prepare_request -------------------------------------------------------------------------
+
+
+def test_prepare_request_off_the_loop_gives_the_same_spec() -> None:
+    from agentctl.serving.prepare import prepare_request
+
+    raw = json.dumps({"messages": [{"role": "user", "content": TEXT * 50}], "max_tokens": 3})
+
+    async def both() -> tuple[object, object]:
+        kw: dict[str, object] = {"kind": "chat", "arrival_s": 1.5}
+        inline = await prepare_request(
+            raw.encode(), {}, BuiltinTokenizer(), 16, "r", offload_bytes=1 << 30, **kw
+        )
+        pooled = await prepare_request(
+            raw.encode(), {}, BuiltinTokenizer(), 16, "r", offload_bytes=0, **kw
+        )
+        return inline, pooled
+
+    inline, pooled = asyncio.run(both())
+    assert inline == pooled
+    with pytest.raises(ProtocolError) as err:  # errors cross the thread as they are
+        asyncio.run(
+            prepare_request(b"[1]", None, BuiltinTokenizer(), 16, "r", kind="chat", offload_bytes=0)
+        )
+    assert err.value.status == 400
+
+
+def test_instance_id_and_cap_flags() -> None:
+    from agentctl.serving.__main__ import build_parser
+
+    parse = build_parser("worker").parse_args
+    args = parse(["worker", "--events-no-instance-id", "--max-tokens-cap", "99"])
+    assert args.events_instance_id is False and args.max_tokens_cap == 99
+    assert parse(["worker"]).events_instance_id is None  # unset: the config's (on)
+    cfg = WorkerConfig().with_overrides({"events.send_instance_id": False, "max_tokens_cap": 99})
+    assert cfg.events.send_instance_id is False and cfg.max_tokens_cap == 99
+    assert WorkerConfig().events.send_instance_id is True
