@@ -58,6 +58,27 @@ def _add_worker_args(p: argparse.ArgumentParser) -> None:
     srv.add_argument("--max-tokens-cap", type=int, help="refuse requests for more tokens (32768)")
     srv.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     srv.add_argument("--access-log", action="store_true", help="log every request")
+    _add_limit_args(srv, per_ip_default=8192)
+
+
+def _add_limit_args(p: argparse._ActionsContainer, *, per_ip_default: int) -> None:
+    p.add_argument("--header-timeout", type=float, help="seconds to send a request's headers (10)")
+    p.add_argument(
+        "--keepalive-timeout", type=float, help="seconds an idle connection stays open (30)"
+    )
+    p.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        help=f"connections one address may hold, 0: no cap ({per_ip_default})",
+    )
+
+
+def _limit_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "header_timeout_s": args.header_timeout,
+        "keepalive_timeout_s": args.keepalive_timeout,
+        "max_connections_per_ip": args.max_connections_per_ip,
+    }
 
 
 def _run_worker(args: argparse.Namespace) -> int:
@@ -82,6 +103,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         "default_max_tokens": args.default_max_tokens,
         "max_tokens_cap": args.max_tokens_cap,
         "log_level": args.log_level,
+        **_limit_overrides(args),
     }
     try:
         cfg = load_worker_config(args.config).with_overrides(overrides)
@@ -92,8 +114,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         print("error: --replay needs --events", file=sys.stderr)
         return 2
 
-    import uvicorn
-
+    from agentctl.serving.server import serve
     from agentctl.serving.worker.app import create_app
 
     try:
@@ -101,14 +122,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     except TokenizerUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        app,
-        host=cfg.host,
-        port=cfg.port,
-        log_level=cfg.log_level,
-        access_log=bool(args.access_log),
-        timeout_graceful_shutdown=5,
-    )
+    serve(app, cfg, access_log=bool(args.access_log))
     return 0
 
 
@@ -149,6 +163,7 @@ def _add_router_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens-cap", type=int, help="refuse requests for more tokens (32768)")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true", help="log every request")
+    _add_limit_args(p, per_ip_default=256)
 
 
 def _parse_worker_flag(value: str) -> dict[str, Any]:
@@ -212,29 +227,22 @@ def _run_router(args: argparse.Namespace) -> int:
                 "max_tokens_cap": args.max_tokens_cap,
                 "log_level": args.log_level,
                 "workers": workers,
+                **_limit_overrides(args),
             }
         )
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    import uvicorn
-
     from agentctl.serving.router.app import create_app
+    from agentctl.serving.server import serve
 
     try:
         app = create_app(cfg)
     except (TokenizerUnavailable, ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        app,
-        host=cfg.host,
-        port=cfg.port,
-        log_level=cfg.log_level,
-        access_log=bool(args.access_log),
-        timeout_graceful_shutdown=5,
-    )
+    serve(app, cfg, access_log=bool(args.access_log))
     return 0
 
 

@@ -101,6 +101,13 @@ class WorkerConfig(_Strict):
     max_tokens_cap: int = Field(default=DEFAULT_MAX_TOKENS_CAP, gt=0)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     log_level: str = "info"
+    #: a connection must send a request's headers within this (slowloris), see serving/server.py
+    header_timeout_s: float = Field(default=10.0, gt=0.0)
+    #: idle keep-alive connections are closed after this; above the clients' own expiry
+    keepalive_timeout_s: float = Field(default=30.0, gt=0.0)
+    #: connections one peer address may hold (0: no cap); the router is one address and
+    #: pools thousands of connections to each worker, hence a high default
+    max_connections_per_ip: int = Field(default=8192, ge=0)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     cost: CostSettings = Field(default_factory=CostSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
@@ -257,6 +264,12 @@ class RouterConfig(_Strict):
     #: router measures queue progress on the wall clock, so both must run at the same speed
     time_scale: float = Field(default=1.0, gt=0.0)
     log_level: str = "info"
+    #: a connection must send a request's headers within this (slowloris), see serving/server.py
+    header_timeout_s: float = Field(default=10.0, gt=0.0)
+    #: idle keep-alive connections are closed after this; above the clients' own expiry
+    keepalive_timeout_s: float = Field(default=30.0, gt=0.0)
+    #: connections one client address may hold (0: no cap)
+    max_connections_per_ip: int = Field(default=256, ge=0)
     #: a file holding the bearer token `/admin/*` requires (None: admin open, for loopback use)
     admin_token_file: str | None = None
     #: where the router keeps which workers are drained, so a drain survives a restart

@@ -276,6 +276,7 @@ class ZmqEventPublisher:
         self._buffer: deque[tuple[int, bytes]] = deque(maxlen=buffer_steps)
         self._queue: queue.SimpleQueue[KvEventBatch | None] = queue.SimpleQueue()
         self._next_seq = 0
+        self._accepted = 0
         self._closed = False
         self._lock = threading.Lock()
         self._pub = self._ctx.socket(zmq.PUB)
@@ -298,8 +299,14 @@ class ZmqEventPublisher:
 
     @property
     def next_seq(self) -> int:
-        """The sequence number the next batch will get (= batches sent so far)."""
+        """The sequence number the next batch sent will get (= batches sent so far)."""
         return self._next_seq
+
+    @property
+    def next_accepted_seq(self) -> int:
+        """The sequence number the next batch `publish`ed will get (= batches accepted so far,
+        sent or still queued): the thread numbers them in the order they were accepted."""
+        return self._accepted
 
     def publish(self, events: Sequence[KvEvent], ts: float | None = None) -> None:
         """Queue one batch (no-op for no events). Raises `RuntimeError` after `close()`."""
@@ -319,6 +326,7 @@ class ZmqEventPublisher:
             if self._closed:
                 raise RuntimeError("publisher is closed")
             self._queue.put(batch)
+            self._accepted += 1
 
     def close(self, timeout: float = 2.0) -> None:
         """Send what is queued (bounded by `timeout`), stop the thread, close the sockets."""

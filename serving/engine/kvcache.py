@@ -190,6 +190,14 @@ class KVCache:
     def resident_hashes(self) -> frozenset[BlockHash]:
         return frozenset(self._blocks)
 
+    def snapshot(self) -> tuple[list[BlockHash], list[BlockHash | None]]:
+        """Every resident hashed block and its parent (two parallel lists), parents before
+        children: the dict keeps insertion order, a block is inserted after its parent and
+        its parent is evicted only after it. Two flat lists, no pair per block: on a 16k-block
+        cache this runs on the event loop and must not set off the GC."""
+        blocks = self._blocks
+        return list(blocks), [b.parent for b in blocks.values()]
+
     def held(self, request_id: str) -> tuple[int, int]:
         """(hashed, anonymous) blocks `request_id` holds; (0, 0) if none."""
         alloc = self._allocs.get(request_id)

@@ -232,6 +232,10 @@ class EngineCore:
         """Forget every cached block; `AllBlocksCleared` goes out with the next step."""
         self.kv.clear()
 
+    def cache_snapshot(self) -> tuple[list[BlockHash], list[BlockHash | None]]:
+        """The prefix cache's blocks and their parents, parents first (`KVCache.snapshot`)."""
+        return self.kv.snapshot()
+
     def drain_events(self) -> list[KvEvent]:
         """Events produced outside `step` (e.g. by `reset_prefix_cache`), if a driver needs them
         before the next step."""

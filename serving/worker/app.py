@@ -2,7 +2,9 @@
 
 Routes: `POST /v1/completions`, `POST /v1/chat/completions` (SSE with `stream: true`, ending
 with `data: [DONE]`; else JSON with `usage.prompt_tokens_details.cached_tokens`),
-`GET /v1/models`, `GET /health` (engine stats), `GET /metrics` (Prometheus, vLLM names),
+`GET /v1/models`, `GET /health` (engine stats, the boot `instance_id`), `GET /metrics`
+(Prometheus, vLLM names), `GET /kv/snapshot` (every block in the prefix cache, see
+`snapshot_json`, with the KV event sequence number it is exact at),
 `POST /v1/admin/reset_prefix_cache` (also `/reset_prefix_cache`, vLLM's path).
 
 Bodies are read and parsed here rather than by FastAPI so that every bad input gets an OpenAI
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import time
 import uuid
@@ -47,9 +50,9 @@ from agentctl.serving.protocol import (
 )
 from agentctl.serving.tokenizer import Tokenizer, load_tokenizer
 from agentctl.serving.worker.metrics import CONTENT_TYPE_LATEST, WorkerMetrics
-from agentctl.serving.worker.runner import EngineRunner, Output, RequestHandle
+from agentctl.serving.worker.runner import CacheSnapshot, EngineRunner, Output, RequestHandle
 
-__all__ = ["FILLER", "WorkerState", "create_app", "filler_text"]
+__all__ = ["FILLER", "WorkerState", "create_app", "filler_text", "snapshot_json"]
 
 #: the generated "text": token i is FILLER[i % len(FILLER)]
 FILLER = (" lorem", " ipsum", " dolor", " sit", " amet", ",", " consectetur", " adipiscing", ".")
@@ -182,6 +185,15 @@ def create_app(config: WorkerConfig) -> FastAPI:
             }
         )
 
+    @app.get("/kv/snapshot")
+    async def kv_snapshot() -> Response:
+        snap = await state.require_runner().snapshot()
+        # the copy was taken on the loop (cheap); encoding 16k pairs is not, so off it
+        body = await asyncio.to_thread(
+            snapshot_json, state.instance_id, config.engine.block_size, snap
+        )
+        return Response(body, media_type="application/json")
+
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
@@ -193,6 +205,18 @@ def create_app(config: WorkerConfig) -> FastAPI:
     app.add_api_route("/v1/admin/reset_prefix_cache", reset_prefix_cache, methods=["POST"])
     app.add_api_route("/reset_prefix_cache", reset_prefix_cache, methods=["POST"])
     return app
+
+
+def snapshot_json(instance_id: str, block_size: int, snap: CacheSnapshot) -> bytes:
+    """`GET /kv/snapshot`'s body: `{"instance_id", "next_seq", "block_size", "blocks":
+    [[hash, parent_or_null], ...]}`, parents before children."""
+    doc = {
+        "instance_id": instance_id,
+        "next_seq": snap.next_seq,
+        "block_size": block_size,
+        "blocks": list(zip(snap.hashes, snap.parents, strict=True)),
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 # ---- generation -----------------------------------------------------------------------------

@@ -179,6 +179,18 @@ def test_clear_drops_cached_blocks_and_reannounces_held_ones() -> None:
     kv.check_invariants()
 
 
+def _check_snapshot(kv: KVCache, router: Replay) -> None:
+    """The snapshot is the resident set, each block with its parent, parents first."""
+    hashes, parents = kv.snapshot()
+    assert len(hashes) == len(parents) == len(set(hashes))
+    assert set(hashes) == router.resident
+    seen: set[int] = set()
+    for h, p in zip(hashes, parents, strict=True):
+        assert p == router.parent[h]
+        assert p is None or p in seen, "a child listed before its parent"
+        seen.add(h)
+
+
 def test_random_workload_events_reproduce_residency() -> None:
     """~2k random operations: the event stream is an exact log of the resident hashed set."""
     rng = random.Random(20240611)
@@ -230,6 +242,7 @@ def test_random_workload_events_reproduce_residency() -> None:
             kv.clear()
         router.apply(kv.drain_events())
         assert router.resident == kv.resident_hashes()
+        _check_snapshot(kv, router)
         kv.check_invariants()
         assert kv.resident_blocks <= kv.capacity_blocks
         kv.check_invariants()

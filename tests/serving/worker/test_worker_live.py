@@ -227,6 +227,63 @@ def test_health_and_every_event_batch_carry_the_instance_id(worker: Worker) -> N
         sub.close()
 
 
+def _replayed(batches: list[tuple[int, KvEventBatch]], upto: int) -> dict[int, int | None]:
+    """Block -> parent, from the events numbered below `upto`."""
+    blocks: dict[int, int | None] = {}
+    for seq, batch in sorted(batches, key=lambda x: x[0]):
+        if seq >= upto:
+            break
+        for ev in batch.events:
+            if isinstance(ev, BlockStored):
+                parent = ev.parent_block_hash
+                for h in ev.block_hashes:
+                    blocks[h] = parent
+                    parent = h
+            elif isinstance(ev, AllBlocksCleared):
+                blocks.clear()
+            else:
+                for h in ev.block_hashes:
+                    blocks.pop(h, None)
+    return blocks
+
+
+def test_kv_snapshot_is_exact_at_its_sequence_number(worker: Worker) -> None:
+    """Snapshots taken while requests store blocks: each equals the replay of exactly the
+    events numbered below its `next_seq`, and lists parents before children."""
+    import concurrent.futures
+
+    def load(i: int) -> None:
+        body = {"prompt": _uniq(f"snap{i}") * 3, "max_tokens": 3}
+        assert worker.client.post("/v1/completions", json=body).status_code == 200
+
+    snaps: list[dict[str, object]] = []
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        futs = [pool.submit(load, i) for i in range(12)]  # in the background
+        with httpx.Client(base_url=worker.url, timeout=20) as c:
+            for i in range(5):
+                load(100 + i)  # at least one new batch of events before each snapshot
+                r = c.get("/kv/snapshot")
+                assert r.status_code == 200
+                snaps.append(r.json())
+        for f in futs:
+            f.result()
+    health = worker.health()
+    for snap in snaps:
+        assert snap["instance_id"] == health["instance_id"]
+        assert snap["block_size"] == BLOCK
+        nxt = snap["next_seq"]
+        assert isinstance(nxt, int)
+        batches = worker.collector.wait_for(lambda s, n=nxt: len(s) >= n)
+        blocks = snap["blocks"]
+        assert isinstance(blocks, list)
+        seen: set[int] = set()
+        for h, parent in blocks:
+            assert parent is None or parent in seen
+            seen.add(h)
+        assert {h: p for h, p in blocks} == _replayed(batches, nxt)
+    assert len({s["next_seq"] for s in snaps}) == len(snaps)
+
+
 def test_replay_returns_a_missed_range(worker: Worker) -> None:
     worker.client.post("/v1/completions", json={"prompt": _uniq("replay"), "max_tokens": 1})
     snap = worker.collector.wait_for(lambda s: len(s) >= 3)
