@@ -45,7 +45,8 @@ COMMANDS: dict[str, LazyCommand] = {
     "run": _cmd(
         "run_cmd",
         "run",
-        "Run one command on the selected hosts, in parallel, and record the run.",
+        "Run one command on the selected hosts, in parallel, and record the run (its output "
+        "stored with secrets redacted).",
         allow_interspersed_args=False,
     ),
     "facts": _cmd(

@@ -25,10 +25,11 @@ the report on stdout."""
 
 LEGEND = """\
 Columns: ok / failed (HTTP error or an SSE error event) / truncated (a stream that ended with
-neither [DONE] nor an error event) / shed (429 or 503 with Retry-After) / migrated (streams with
-X-Agentctl-Migrated > 0); ttft: client time to first token, p50/p99 ms; added: client TTFT
-minus the engines' TTFT (vllm:time_to_first_token_seconds), percentile by percentile - a
-comparison of distributions, not per request. Exit code 0 when every scenario met its bar."""
+neither [DONE] nor an error event) / shed (429 or 503 with Retry-After) / migr (requests the
+router moved to another worker: its agentctl_router_migrations_total over the run); ttft:
+client time to first token, p50/p99 ms; added: client TTFT minus the engines' TTFT
+(vllm:time_to_first_token_seconds), percentile by percentile - a comparison of distributions,
+not per request. Exit code 0 when every scenario met its bar."""
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -221,7 +222,7 @@ _COLUMNS = (
     ("failed", "failed"),
     ("truncated", "trunc"),
     ("shed", "shed"),
-    ("migrated", "migr"),
+    ("migrations_metric", "migr"),
     ("client_ttft_ms_p50", "ttft p50"),
     ("client_ttft_ms_p99", "ttft p99"),
     ("added_ms_p50", "added p50"),
