@@ -163,7 +163,7 @@ def _add_router_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens-cap", type=int, help="refuse requests for more tokens (32768)")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true", help="log every request")
-    _add_limit_args(p, per_ip_default=256)
+    _add_limit_args(p, per_ip_default=4096)
 
 
 def _parse_worker_flag(value: str) -> dict[str, Any]:

@@ -268,8 +268,10 @@ class RouterConfig(_Strict):
     header_timeout_s: float = Field(default=10.0, gt=0.0)
     #: idle keep-alive connections are closed after this; above the clients' own expiry
     keepalive_timeout_s: float = Field(default=30.0, gt=0.0)
-    #: connections one client address may hold (0: no cap)
-    max_connections_per_ip: int = Field(default=256, ge=0)
+    #: connections one client address may hold (0: no cap); generous, because agents often
+    #: reach the router through one gateway or NAT address: admission (max_in_flight) and the
+    #: header timeout are what bound the load, this only stops one address taking everything
+    max_connections_per_ip: int = Field(default=4096, ge=0)
     #: a file holding the bearer token `/admin/*` requires (None: admin open, for loopback use)
     admin_token_file: str | None = None
     #: where the router keeps which workers are drained, so a drain survives a restart

@@ -125,6 +125,14 @@ async def _migrations(client: httpx.AsyncClient, router: str) -> float | None:
     return metric_value(await scrape(client, router), MIGRATIONS)
 
 
+#: the router's own measure of its share of each request's TTFT (serving/router/proxy.py)
+ROUTER_ADDED = "agentctl_router_added_latency_seconds"
+
+
+async def _router_added(client: httpx.AsyncClient, router: str) -> dict[float, float]:
+    return histogram_buckets(await scrape(client, router), ROUTER_ADDED)
+
+
 async def _engine_ttft(client: httpx.AsyncClient, workers: list[str]) -> dict[float, float]:
     texts = await asyncio.gather(*(scrape(client, u) for u in workers))
     return histogram_buckets("\n".join(t for t in texts if t), ENGINE_TTFT)
@@ -163,6 +171,7 @@ async def _ramp(cluster: LocalCluster, opts: SoakOptions) -> ScenarioResult:
         for level in opts.concurrency:
             n = opts.requests_factor * level
             before = await _engine_ttft(client, workers)
+            own0 = await _router_added(client, router)
             mig0 = await _migrations(client, router)
             down0 = _down_lines(cluster)
             t0 = time.monotonic()
@@ -177,6 +186,7 @@ async def _ramp(cluster: LocalCluster, opts: SoakOptions) -> ScenarioResult:
             )
             wall = time.monotonic() - t0
             after = await _engine_ttft(client, workers)
+            own = histogram_delta(await _router_added(client, router), own0)
             mig1 = await _migrations(client, router)
             engine = histogram_delta(after, before)
             row = _counts_row(
@@ -189,6 +199,8 @@ async def _ramp(cluster: LocalCluster, opts: SoakOptions) -> ScenarioResult:
                 engine_ttft_ms_p99=_ms(histogram_quantile(engine, 0.99)),
                 migrations_metric=None if mig1 is None else mig1 - (mig0 or 0.0),
                 workers_logged_down=_down_lines(cluster) - down0,
+                router_ms_p50=_ms(histogram_quantile(own, 0.5)) if own else None,
+                router_ms_p99=_ms(histogram_quantile(own, 0.99)) if own else None,
             )
             for q in ("p50", "p99"):
                 c, e = row[f"client_ttft_ms_{q}"], row[f"engine_ttft_ms_{q}"]

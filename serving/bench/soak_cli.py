@@ -29,7 +29,10 @@ neither [DONE] nor an error event) / shed (429 or 503 with Retry-After) / migr (
 router moved to another worker: its agentctl_router_migrations_total over the run); ttft:
 client time to first token, p50/p99 ms; added: client TTFT minus the engines' TTFT
 (vllm:time_to_first_token_seconds), percentile by percentile - a comparison of distributions,
-not per request. Exit code 0 when every scenario met its bar."""
+not per request, that includes the client's and the workers' share of a busy machine; router:
+the router's own measure of its share of each request's TTFT (agentctl_router_added_latency_
+seconds: body read to send, first token received to relayed). Exit code 0 when every scenario
+met its bar."""
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -227,6 +230,8 @@ _COLUMNS = (
     ("client_ttft_ms_p99", "ttft p99"),
     ("added_ms_p50", "added p50"),
     ("added_ms_p99", "added p99"),
+    ("router_ms_p50", "router p50"),
+    ("router_ms_p99", "router p99"),
 )
 _NOTES = (
     "stopped_back",

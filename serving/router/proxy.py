@@ -196,7 +196,9 @@ class _Open:
     routed: Routed
     flight: InFlight
     upstream: httpx.Response
+    #: when the request was sent to the worker, and the router's time before that
     t0: float
+    before_send_s: float
 
     @property
     def worker(self) -> WorkerEntry:
@@ -340,6 +342,7 @@ class Forwarder:
             job.tried.add(w.id)
             flight = reg.begin(w, job.spec.request_id)
             t0 = time.monotonic()
+            before_send = max(0.0, t0 - job.spec.arrival_s)
             client = self._client_for(w)
             req = client.build_request(
                 "POST", w.url + job.path, content=job.raw, headers=job.headers
@@ -375,7 +378,7 @@ class Forwarder:
                 self._note_retry(job, w, "status", f"worker {w.id} answered {upstream.status_code}")
                 continue
             reg.report_success(w)
-            return _Open(routed, flight, upstream, t0)
+            return _Open(routed, flight, upstream, t0, before_send)
         reg.metrics.rejected.labels("502").inc()
         return JSONResponse(
             _bad_gateway(f"All attempts failed; last: {job.last_error}"), status_code=502
@@ -397,9 +400,13 @@ class Forwarder:
             failure: str | None = None
             try:
                 body = await _race(opened.upstream.aread(), opened.flight.abort, job.gone)
+                received = time.monotonic()
                 outcome = "ok" if opened.upstream.status_code < 400 else "error"
                 reg.metrics.ttft_seconds.labels(w.id).observe(time.monotonic() - opened.t0)
                 media = opened.upstream.headers.get("content-type", "application/json")
+                reg.metrics.added_latency.observe(
+                    opened.before_send_s + time.monotonic() - received
+                )
                 return Response(
                     body,
                     status_code=opened.upstream.status_code,
@@ -469,7 +476,7 @@ class Forwarder:
                             failure = f"worker {w.id} ended the stream without [DONE]"
                             reg.metrics.forward_errors.labels(w.id, "truncated").inc()
                             break
-                        opened.flight.progress_at = time.monotonic()
+                        received = opened.flight.progress_at = time.monotonic()
                         buf += chunk
                         cut = buf.rfind(b"\n\n")
                         if cut < 0:
@@ -483,7 +490,8 @@ class Forwarder:
                         if splicer is not None and out:
                             out = splicer.rewrite(out)
                         if out:
-                            if not first and _is_token_chunk(out, kind):
+                            token = not first and _is_token_chunk(out, kind)
+                            if token:
                                 first = True
                                 reg.first_token(spec.request_id)
                                 reg.metrics.ttft_seconds.labels(w.id).observe(
@@ -491,6 +499,10 @@ class Forwarder:
                                 )
                             relayed.feed(out)
                             yield out
+                            if token:  # resumed once the chunk was handed to the server
+                                reg.metrics.added_latency.observe(
+                                    opened.before_send_s + time.monotonic() - received
+                                )
                         if failure is not None:
                             break
                         if out.endswith(_DONE):

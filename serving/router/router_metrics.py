@@ -23,6 +23,10 @@ _DECISION_BUCKETS = (
     0.05, 0.1,
 )  # fmt: skip
 _BLOCK_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+_ADDED_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
 _TTFT_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 120.0,
@@ -65,6 +69,14 @@ class RouterMetrics:
             "From routing to the first generated chunk relayed (streaming) or the response.",
             ["worker"],
             buckets=_TTFT_BUCKETS,
+            registry=r,
+        )
+        self.added_latency = Histogram(
+            p + "added_latency_seconds",
+            "The router's own share of a request's time to first token: from its body read to "
+            "its send to the worker (parse, tokenize, hash, route), plus from the first token "
+            "received to it relayed.",
+            buckets=_ADDED_BUCKETS,
             registry=r,
         )
         self.forward_errors = Counter(
