@@ -231,9 +231,19 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
     from agentctl.serving.bench.cli import add_replay_args
 
     add_replay_args(replay)
+    live = sub.add_parser(
+        "live", help="aiperf through agentctl's routers and peer routers (sglang-router)"
+    )
+    from agentctl.serving.bench.peers import add_live_args
+
+    add_live_args(live)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
+    if args.bench_command == "live":
+        from agentctl.serving.bench.peers import run_live_bench
+
+        return run_live_bench(args)
     from agentctl.serving.bench.cli import run_replay
 
     return run_replay(args)
@@ -283,7 +293,7 @@ COMMANDS: dict[str, tuple[str, AddArgs, Run]] = {
         _run_router,
     ),
     "bench": (
-        "benchmarks: `bench replay TRACE` (simulated engines, every policy)",
+        "benchmarks: `bench replay TRACE` (every policy), `bench live` (aiperf, peer routers)",
         _add_bench_args,
         _run_bench,
     ),

@@ -1,4 +1,4 @@
-"""`agentctl bench fanout | replay`: measured, reported, never asserted."""
+"""`agentctl bench fanout | replay | live`: measured, reported, never asserted."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.table import Table
 
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.output import plain
-from agentctl.ctl.cli.serve_cmd import run_serving
+from agentctl.ctl.cli.serve_cmd import PASS_THROUGH, run_serving
 
 app = typer.Typer(help="Benchmarks (run on demand, not in the test suite).", no_args_is_help=True)
 
@@ -236,5 +236,21 @@ def replay(
     ]
     args += [part for flag, value in values if value is not None for part in (flag, str(value))]
     if json_ or state().json:
+        args.append("--json")
+    run_serving(args)
+
+
+@app.command("live", context_settings=PASS_THROUGH)
+def live(ctx: typer.Context) -> None:
+    """aiperf replays a Mooncake slice through agentctl's kv and round-robin routers and, with
+    --peer sglang-router, sglang-router, fresh sim workers each: client and engine TTFT, router
+    added latency, hit rate, ratios against round-robin (see `agentctl bench live --help`).
+
+    It runs the serving package's `python -m agentctl.serving bench live` with the arguments
+    passed through (its --help is this command's); the peers install into a cached venv
+    outside the clone with --install-peers.
+    """
+    args = ["bench", "live", *ctx.args]
+    if state().json and "--json" not in args:
         args.append("--json")
     run_serving(args)
