@@ -263,6 +263,12 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
     from agentctl.serving.bench.soak_cli import add_soak_args
 
     add_soak_args(soak)
+    live = sub.add_parser(
+        "live", help="aiperf through agentctl's routers and peer routers (sglang-router)"
+    )
+    from agentctl.serving.bench.peers import add_live_args
+
+    add_live_args(live)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -270,6 +276,10 @@ def _run_bench(args: argparse.Namespace) -> int:
         from agentctl.serving.bench.soak_cli import run_soak
 
         return run_soak(args)
+    if args.bench_command == "live":
+        from agentctl.serving.bench.peers import run_live_bench
+
+        return run_live_bench(args)
     from agentctl.serving.bench.cli import run_replay
 
     return run_replay(args)
@@ -319,7 +329,8 @@ COMMANDS: dict[str, tuple[str, AddArgs, Run]] = {
         _run_router,
     ),
     "bench": (
-        "benchmarks: `bench replay TRACE` (simulated engines, every policy), `bench soak`",
+        "benchmarks: `bench replay TRACE` (every policy), `bench live` (aiperf, peer routers), "
+        "`bench soak` (load and faults)",
         _add_bench_args,
         _run_bench,
     ),

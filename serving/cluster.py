@@ -85,6 +85,9 @@ class ClusterSpec:
     router_args: Sequence[str] = ()
     host: str = "127.0.0.1"
     python: str = sys.executable
+    #: False: the workers only, for a caller that puts another router in front of them
+    #: (`bench live --peer sglang-router`)
+    router: bool = True
 
 
 class LocalCluster:
@@ -119,9 +122,10 @@ class LocalCluster:
                 self.workers[name] = self._start_healthy(
                     functools.partial(self._worker, name), timeout_s
                 )
-            self.router = self._start_healthy(
-                self._router, timeout_s, ready=lambda b: _all_workers_up(b, self.spec.workers)
-            )
+            if self.spec.router:
+                self.router = self._start_healthy(
+                    self._router, timeout_s, ready=lambda b: _all_workers_up(b, self.spec.workers)
+                )
         except BaseException:
             self.stop()
             raise

@@ -1,5 +1,5 @@
-"""`agentctl bench fanout | replay | soak`: measured and reported (soak also says whether each
-scenario met its bar)."""
+"""`agentctl bench fanout | replay | live | soak`: measured and reported (soak also says whether
+each scenario met its bar)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.table import Table
 
 from agentctl.ctl.cli.main import state
 from agentctl.ctl.cli.output import plain
-from agentctl.ctl.cli.serve_cmd import run_serving
+from agentctl.ctl.cli.serve_cmd import PASS_THROUGH, run_serving
 
 app = typer.Typer(help="Benchmarks (run on demand, not in the test suite).", no_args_is_help=True)
 
@@ -292,5 +292,21 @@ def soak(
         "--restart-wait-s", str(restart_wait_s),
     ]  # fmt: skip
     if json_ or state().json:
+        args.append("--json")
+    run_serving(args)
+
+
+@app.command("live", context_settings=PASS_THROUGH)
+def live(ctx: typer.Context) -> None:
+    """aiperf replays a Mooncake slice through agentctl's kv and round-robin routers and, with
+    --peer sglang-router, sglang-router, fresh sim workers each: client and engine TTFT, router
+    added latency, hit rate, ratios against round-robin (see `agentctl bench live --help`).
+
+    It runs the serving package's `python -m agentctl.serving bench live` with the arguments
+    passed through (its --help is this command's); the peers install into a cached venv
+    outside the clone with --install-peers.
+    """
+    args = ["bench", "live", *ctx.args]
+    if state().json and "--json" not in args:
         args.append("--json")
     run_serving(args)

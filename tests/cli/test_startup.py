@@ -119,7 +119,8 @@ def test_version_imports_nothing_heavy(agentctl_env):
 
 
 def _passes_through(cmd: _click.Command) -> bool:
-    """`serve router|worker` hand `--help` to `python -m agentctl.serving` unparsed."""
+    """`serve router|worker` and `bench live` hand `--help` to `python -m agentctl.serving`
+    unparsed."""
     return cmd.context_settings.get("help_option_names") == []
 
 
@@ -135,8 +136,11 @@ def test_command_help_prints_usage_and_imports_nothing_heavy(agentctl_env, name)
     for sub, sub_cmd in getattr(cmd, "commands", {}).items():
         t = start(name, sub, "--help")
         assert t.code == 0, t.stderr
+        # `serve router` runs `python -m agentctl.serving router`; `bench live` runs
+        # `python -m agentctl.serving bench live`
+        served = sub if name == "serve" else f"{name} {sub}"
         usage = (
-            f"usage: python -m agentctl.serving {sub}"
+            f"usage: python -m agentctl.serving {served}"
             if _passes_through(sub_cmd)
             else f"Usage: agentctl {name} {sub} "
         )
