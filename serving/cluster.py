@@ -158,6 +158,21 @@ class LocalCluster:
     def worker_urls(self) -> dict[str, str]:
         return {name: p.url for name, p in self.workers.items()}
 
+    def restart_router(self, timeout_s: float = 60.0) -> None:
+        """Stop the router (SIGINT) and start a new one in front of the same workers (on a
+        new port: read `router_url` again). Tests of a router that restarts."""
+        old = self.router
+        if old is not None and old.popen is not None and old.alive():
+            old.popen.send_signal(signal.SIGINT)
+            try:
+                old.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                old.popen.kill()
+                old.popen.wait()
+        self.router = self._start_healthy(
+            self._router, timeout_s, ready=lambda b: _all_workers_up(b, self.spec.workers)
+        )
+
     def kill_worker(self, name: str) -> None:
         """SIGKILL one worker (tests of a worker dying under load)."""
         p = self.workers[name]

@@ -24,7 +24,7 @@ import re
 import threading
 from array import array
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from hashlib import blake2b
 from pathlib import Path
@@ -180,9 +180,78 @@ class TokenizersTokenizer:
         except Exception as exc:  # the Rust side raises plain Exception
             raise TokenizerUnavailable(f"cannot load tokenizer {p}: {exc}") from exc
         self.name = f"tokenizers:{p.name}"
+        self._chunks = _PartCache(64 * 1024 * 1024)
+        #: whether a long text may be encoded chunk by chunk (see `_encode_chunked`)
+        self.chunkable = _splits_before_spaced_words(self._encode_whole)
+
+    def _encode_whole(self, text: str) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=False).ids)
 
     def encode(self, text: str) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=False).ids)
+        if self.chunkable and len(text) > 2 * TOKENIZERS_CHUNK_CHARS:
+            return self._encode_chunked(text)
+        return self._encode_whole(text)
+
+    def _encode_chunked(self, text: str) -> list[int]:
+        """A long prompt, cut at word starts every `TOKENIZERS_CHUNK_CHARS` counted from its
+        beginning, each chunk's ids from a bounded cache: the next prompt of a session starts
+        with the same text, so only its new end is tokenized (14 ms for a 23k-token prompt with
+        a BPE tokenizer was the router's largest per-request cost)."""
+        out: list[int] = []
+        cache = self._chunks
+        for chunk in cut_at_word_starts(text, TOKENIZERS_CHUNK_CHARS):
+            ids = cache.get(chunk)
+            if ids is None:
+                ids = array("I", self._encode_whole(chunk))
+                cache.put(chunk, ids)
+            out.extend(ids)
+        return out
+
+
+#: chunk length for `TokenizersTokenizer`'s chunked encoding
+TOKENIZERS_CHUNK_CHARS = 4096
+
+
+def cut_at_word_starts(text: str, every: int) -> list[str]:
+    """`text` cut just before a space that follows a non-space and precedes a letter or digit,
+    at the first such place at or after every `every` characters from the start (so two texts
+    sharing a prefix are cut identically within it)."""
+    out: list[str] = []
+    start = 0
+    pos = every
+    n = len(text)
+    while pos < n - 1:
+        i = text.find(" ", pos, min(n - 1, pos + every))
+        while i != -1 and not (not text[i - 1].isspace() and text[i + 1].isalnum()):
+            i = text.find(" ", i + 1, min(n - 1, pos + every))
+        if i == -1:
+            pos += every
+            continue
+        out.append(text[start:i])
+        start = i
+        pos = i + every
+    out.append(text[start:])
+    return out
+
+
+def _splits_before_spaced_words(encode: Callable[[str], list[int]]) -> bool:
+    """Whether `encode` of a text equals the concatenation of `encode` of its pieces cut by
+    `cut_at_word_starts`: true of byte-level BPE tokenizers whose pre-tokenizer starts a new
+    piece at " word" (GPT-2, Llama 3, Qwen), false of those that add a prefix to every text
+    (SentencePiece's metaspace). Checked on a mixed sample rather than assumed from the file."""
+    sample = (
+        "def main(argv): return 0  # ok\n\tx = [1, 2, 3] if y else {'a': b}\n"
+        "Hello, world! The quick brown fox jumps over 13 lazy dogs; élan vital, naïve café. "
+        "日本語のテキスト 和 emoji 😀 mixed_with_snake_case and CamelCase words   spaced out.\n"
+        "SELECT * FROM t WHERE id = 42;  -- done\r\n"
+    ) * 8
+    try:
+        whole = encode(sample)
+        pieces = cut_at_word_starts(sample, 97)
+        parts = [t for piece in pieces for t in encode(piece)]
+    except Exception:
+        return False
+    return len(pieces) > 4 and parts == whole
 
 
 def load_tokenizer(path: str | Path | None) -> Tokenizer:

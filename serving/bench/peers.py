@@ -19,6 +19,10 @@ hit rate is then what the engines themselves count. Per router:
   workers, as Prometheus's `histogram_quantile` (only as fine as the buckets near it);
 - router added p50: client TTFT p50 minus engine TTFT p50 (what the router and its HTTP hops
   add to the median request);
+- own p50 / p99 (agentctl's routers): the router's own measure of its share of each request's
+  TTFT, `agentctl_router_added_latency_seconds` (body read to send to the worker, plus first
+  token received to relayed), per request; the rest of "added" is the HTTP hops and, on a
+  small host, the client, workers and router waiting for a CPU;
 - hit%: the workers' `vllm:prefix_cache_hits` over `vllm:prefix_cache_queries`, summed;
 - errors: requests aiperf counted as failed;
 - ratios against round-robin (`x p50`, `x p99`: round-robin's TTFT over the router's, higher
@@ -69,7 +73,12 @@ from agentctl.serving.bench.peer_env import (
     find_env,
     install_env,
 )
-from agentctl.serving.bench.prom import EngineSample, parse_engine_metrics
+from agentctl.serving.bench.prom import (
+    EngineSample,
+    Histogram,
+    parse_engine_metrics,
+    parse_histogram,
+)
 from agentctl.serving.cluster import ClusterError, ClusterSpec, LocalCluster, free_port
 
 __all__ = [
@@ -99,6 +108,10 @@ DEFAULT_TRACE = (
 )
 
 
+#: an agentctl router's own share of each request's TTFT (serving/router/proxy.py)
+ROUTER_ADDED = "agentctl_router_added_latency_seconds"
+
+
 # ---- pure parts -----------------------------------------------------------------------------
 
 
@@ -119,6 +132,10 @@ class RouterRow:
     prompt_tokens: int
     wall_s: float = 0.0
     note: str = ""
+    #: agentctl's routers only: their own measure of their share of each TTFT
+    #: (agentctl_router_added_latency_seconds), per request rather than by distributions
+    router_ms_p50: float = math.nan
+    router_ms_p99: float = math.nan
 
     @property
     def ok(self) -> bool:
@@ -126,10 +143,19 @@ class RouterRow:
 
 
 def make_row(
-    router: str, client: AiperfSummary, engines: EngineSample, *, wall_s: float = 0.0
+    router: str,
+    client: AiperfSummary,
+    engines: EngineSample,
+    *,
+    wall_s: float = 0.0,
+    own: Histogram | None = None,
 ) -> RouterRow:
-    """Combine aiperf's summary and the workers' metric difference over the run."""
+    """Combine aiperf's summary and the workers' metric difference over the run (and, for
+    agentctl's routers, their own added-latency histogram over it)."""
     engine_p50 = 1000.0 * engines.ttft.quantile(0.5)
+    own_p50 = own_p99 = math.nan
+    if own is not None and own.count > 0:
+        own_p50, own_p99 = 1000.0 * own.quantile(0.5), 1000.0 * own.quantile(0.99)
     return RouterRow(
         router=router,
         requests=client.requests,
@@ -142,6 +168,8 @@ def make_row(
         usage_cached_pct=client.usage_cached_pct,
         prompt_tokens=int(engines.prefix_cache_queries),
         wall_s=wall_s,
+        router_ms_p50=own_p50,
+        router_ms_p99=own_p99,
     )
 
 
@@ -225,6 +253,10 @@ def _ms(x: float) -> str:
     return "-" if math.isnan(x) else f"{x:,.0f}"
 
 
+def _ms2(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:,.1f}"
+
+
 def _pct(x: float) -> str:
     return "-" if math.isnan(x) else f"{100.0 * x:.1f}%"
 
@@ -244,6 +276,8 @@ def format_table(rows: Sequence[RouterRow], sim: Mapping[str, Mapping[str, float
         "TTFT p99",
         "engine p50",
         "added p50",
+        "own p50",
+        "own p99",
         "hit%",
         "x p50",
         "x p99",
@@ -261,6 +295,8 @@ def format_table(rows: Sequence[RouterRow], sim: Mapping[str, Mapping[str, float
                 _ms(r.client_ttft_ms_p99),
                 _ms(r.engine_ttft_ms_p50),
                 _ms(r.added_ms_p50),
+                _ms2(r.router_ms_p50),
+                _ms2(r.router_ms_p99),
                 _pct(r.hit_rate),
                 _x(q["x_ttft_p50"]),
                 _x(q["x_ttft_p99"]),
@@ -290,7 +326,10 @@ def format_table(rows: Sequence[RouterRow], sim: Mapping[str, Mapping[str, float
             for name, v in sim.items()
         ]
         lines.append("bench replay --mode sim, same slice and workers: hit " + ", ".join(parts))
-    lines.append("TTFT in ms (client: aiperf; engine: workers' histograms); --help explains")
+    lines.append(
+        "TTFT in ms (client: aiperf; engine: workers' histograms; own: agentctl's router's "
+        "own share, per request); --help explains"
+    )
     return "\n".join(lines)
 
 
@@ -305,6 +344,13 @@ def scrape(worker_urls: Mapping[str, str]) -> EngineSample:
         r.raise_for_status()
         samples.append(parse_engine_metrics(r.text))
     return EngineSample.total(samples)
+
+
+def _router_own(router_url: str) -> Histogram:
+    """An agentctl router's own added-latency histogram."""
+    r = httpx.get(router_url + "/metrics", timeout=10.0)
+    r.raise_for_status()
+    return parse_histogram(r.text, ROUTER_ADDED)
 
 
 def _stop(p: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
@@ -408,6 +454,7 @@ def run_router(router: str, setup: LiveSetup) -> RouterRow:
                 else:
                     url = cluster.router_url
                 before = scrape(cluster.worker_urls)
+                own_before = None if peer else _router_own(url)
                 art = rdir / "aiperf"
                 argv = aiperf_argv(
                     setup.aiperf.bin("aiperf"),
@@ -426,6 +473,7 @@ def run_router(router: str, setup: LiveSetup) -> RouterRow:
                 finally:
                     _stop(client)
                 after = scrape(cluster.worker_urls)
+                own = None if own_before is None else _router_own(url).minus(own_before)
             finally:
                 if proc is not None:
                     _stop(proc)
@@ -440,7 +488,7 @@ def run_router(router: str, setup: LiveSetup) -> RouterRow:
         summary = load_profile_export(art)
     except (OSError, ValueError) as exc:
         return failed_row(router, f"no aiperf export: {exc}", wall_s=wall)
-    return make_row(router, summary, after.minus(before), wall_s=wall)
+    return make_row(router, summary, after.minus(before), wall_s=wall, own=own)
 
 
 def sim_prediction(trace_file: Path, workers: int, seed: int) -> dict[str, dict[str, float]]:

@@ -125,3 +125,17 @@ def parse_engine_metrics(text: str) -> EngineSample:
                     le = float(s.labels["le"])
                     buckets[le] = buckets.get(le, 0.0) + s.value
     return EngineSample(hits, queries, Histogram(tuple(sorted(buckets.items()))))
+
+
+def parse_histogram(text: str, name: str) -> Histogram:
+    """Histogram `name` of a Prometheus text exposition, summed over label sets (empty when
+    it is absent)."""
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for s in family.samples:
+            if s.name == name + "_bucket":
+                le = float(s.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + s.value
+    return Histogram(tuple(sorted(buckets.items())))

@@ -246,7 +246,8 @@ def test_ratios_against_round_robin() -> None:
 
 def test_table_shows_every_router_its_failure_and_the_prediction() -> None:
     rr = make_row("round-robin", _client(600.0, 2400.0), _engines(50.0, 1000.0, 0.6))
-    kv = make_row("kv", _client(300.0, 3000.0), _engines(75.0, 1000.0, 0.6))
+    own = Histogram(((0.001, 90.0), (0.005, 100.0), (math.inf, 100.0)))
+    kv = make_row("kv", _client(300.0, 3000.0), _engines(75.0, 1000.0, 0.6), own=own)
     bad = failed_row("sglang-router", "did not become ready")
     sim = {"kv": {"hit_rate": 0.077, "oracle_hit_rate": 0.081, "ttft_ms_p50": 1.0}}
     text = format_table([kv, rr, bad], sim)
@@ -254,8 +255,11 @@ def test_table_shows_every_router_its_failure_and_the_prediction() -> None:
     assert lines[0].split()[:3] == ["router", "done", "err"]
     kv_line = next(line for line in lines if line.startswith("kv "))
     assert kv_line.split() == [
-        "kv", "300", "0", "300", "3,000", "300", "0", "7.5%", "2.00", "0.80", "1.50",
+        "kv", "300", "0", "300", "3,000", "300", "0", "0.6", "4.6", "7.5%", "2.00", "0.80",
+        "1.50",
     ]  # fmt: skip
+    rr_line = next(line for line in lines if line.startswith("round-robin "))
+    assert rr_line.split()[7:9] == ["-", "-"], "no own figures: a row without the histogram"
     assert "sglang-router: did not become ready" in text
     assert "kv 7.7% (bound 8.1%)" in text
 

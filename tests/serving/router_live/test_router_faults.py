@@ -122,3 +122,59 @@ def test_client_leaving_a_non_streaming_request_frees_the_slot(cluster: LocalClu
     for s in socks:
         s.close()
     assert _wait(lambda: _running(cluster) == 0), "abandoned requests still hold slots"
+
+
+def _confirmed(c: LocalCluster) -> int:
+    body = httpx.get(c.router_url + "/health", timeout=10).json()
+    return int(body["index"]["confirmed_blocks"])
+
+
+def test_restarted_router_knows_the_workers_caches_at_once(cluster: LocalCluster) -> None:
+    prompts = [f"[{i}] " + " ".join(f"word{j}x{i}" for j in range(400)) for i in range(6)]
+    with httpx.Client(base_url=cluster.router_url, timeout=60.0) as c:
+        for p in prompts:
+            assert c.post("/v1/completions", json={"prompt": p, "max_tokens": 1}).status_code == 200
+    assert _wait(lambda: _confirmed(cluster) > 0)
+    before = _confirmed(cluster)
+    cluster.restart_router()
+    # no request in between: only the workers' snapshots can tell the new router
+    assert _wait(lambda: _confirmed(cluster) >= before), (before, _confirmed(cluster))
+    with httpx.Client(base_url=cluster.router_url, timeout=60.0) as c:
+        r = c.post("/v1/completions", json={"prompt": prompts[0], "max_tokens": 1})
+    assert r.json()["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+
+
+def test_poison_prompt_fences_no_worker_and_other_streams_finish(cluster: LocalCluster) -> None:
+    import threading
+
+    poison = {"prompt": "poison " * 700_000, "max_tokens": 1}  # ~4.8 MiB, a legal body
+    result: dict[str, int] = {}
+
+    def send_poison() -> None:
+        with httpx.Client(timeout=120.0) as pc:
+            result["status"] = pc.post(
+                cluster.router_url + "/v1/completions", json=poison
+            ).status_code
+
+    th = threading.Thread(target=send_poison)
+    th.start()
+    try:
+        with httpx.Client(base_url=cluster.router_url, timeout=60.0) as c:
+            while th.is_alive():
+                body = _chat("meanwhile", max_tokens=50, stream=True)
+                with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                    assert r.status_code == 200
+                    events = _events("".join(r.iter_text()))
+                assert events[-1] == "[DONE]" and not [e for e in events if '"error"' in e]
+                assert all(w["healthy"] for w in _health(cluster).values())
+    finally:
+        th.join(120)
+    assert result["status"] in (200, 400), result
+    metrics = httpx.get(cluster.router_url + "/metrics", timeout=10).text
+    assert "agentctl_router_worker_healthy" in metrics
+    down = [
+        ln
+        for ln in metrics.splitlines()
+        if ln.startswith("agentctl_router_worker_healthy{") and ln.endswith(" 0.0")
+    ]
+    assert not down
