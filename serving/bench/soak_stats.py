@@ -10,7 +10,6 @@ purpose, counted apart from both.
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from enum import StrEnum
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentctl.serving.bench.metrics import percentile
+from agentctl.serving.bench.prom import Histogram, parse_histogram
 
 __all__ = [
     "MIGRATED_HEADER",
@@ -176,16 +176,8 @@ def metric_value(text: str, name: str, labels: Mapping[str, str] | None = None) 
 
 def histogram_buckets(text: str, name: str) -> dict[float, float]:
     """Cumulative bucket counts `{upper bound: count}` of histogram `name` in `text`, summed
-    over every label set (e.g. all workers' scrapes concatenated)."""
-    out: dict[float, float] = {}
-    for fam in text_string_to_metric_families(text):
-        if fam.name != name:
-            continue
-        for s in fam.samples:
-            if s.name == name + "_bucket":
-                le = float(s.labels["le"])
-                out[le] = out.get(le, 0.0) + float(s.value)
-    return out
+    over every label set (e.g. all workers' scrapes concatenated); `prom.parse_histogram`."""
+    return dict(parse_histogram(text, name).buckets)
 
 
 def histogram_delta(
@@ -196,26 +188,6 @@ def histogram_delta(
 
 
 def histogram_quantile(buckets: Mapping[float, float], q: float) -> float:
-    """Prometheus's `histogram_quantile`: linear interpolation inside the bucket holding rank
-    q * count (cumulative `buckets`, +Inf included). NaN when empty; the highest finite bound
-    when the rank falls in +Inf."""
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"quantile must be within [0, 1], got {q}")
-    bounds = sorted(buckets)
-    if not bounds:
-        return math.nan
-    total = buckets[bounds[-1]]
-    if total <= 0:
-        return math.nan
-    rank = q * total
-    prev_le, prev_count = 0.0, 0.0
-    for le in bounds:
-        count = buckets[le]
-        if count >= rank:
-            if math.isinf(le):
-                return prev_le
-            if count == prev_count:
-                return le
-            return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
-        prev_le, prev_count = le, count
-    return prev_le
+    """Prometheus's `histogram_quantile` over `{upper bound: cumulative count}`, the one
+    implementation in `prom.Histogram.quantile`."""
+    return Histogram(tuple(sorted(buckets.items()))).quantile(q)
